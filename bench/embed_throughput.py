@@ -1,0 +1,123 @@
+"""Image embedding throughput: ``vlclip.embed.embed_images`` against bare open_clip loops.
+
+Both variants decode the same PNG files, apply the model's own preprocessing and run the same
+model at the same batch size; each runs in its own process so peak memory is its own.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+IMAGES = 512
+BATCH_SIZE = 64
+MODEL = "vlclip-tiny"
+REPEATS = 3
+
+
+def _prepare(folder: Path) -> list[Path]:
+    from vlclip.catalog.synthetic import generate_synthetic
+    from vlclip.config import SyntheticSource
+
+    tables = generate_synthetic(
+        SyntheticSource(num_products=IMAGES // 4, queries_per_product=3), folder
+    )
+    paths = [folder / "images" / p for p in tables.items["image_path"]]
+    paths += [folder / "images" / p for p in tables.queries["image_path"]]
+    return paths[:IMAGES]
+
+
+def _variant(name: str, paths: list[Path]) -> float:
+    """Seconds for one pass over ``paths`` (best of REPEATS after a warm-up batch)."""
+    import torch
+    from PIL import Image
+
+    from vlclip.embed import embed_images
+    from vlclip.model import create_bundle
+
+    bundle = create_bundle(MODEL, seed=0)
+    model = bundle.model.eval()
+
+    def ours() -> None:
+        embed_images(bundle, paths, BATCH_SIZE, desc="bench")
+
+    @torch.inference_mode()
+    def bare() -> None:  # the loop one would write with open_clip alone
+        for start in range(0, len(paths), BATCH_SIZE):
+            batch = [
+                bundle.preprocess_eval(Image.open(p).convert("RGB"))
+                for p in paths[start : start + BATCH_SIZE]
+            ]
+            model.encode_image(torch.stack(batch))
+
+    pixels = torch.randn(BATCH_SIZE, 3, *bundle.preprocess_eval.transforms[1].size)
+
+    @torch.inference_mode()
+    def forward_only() -> None:  # no image decoding at all: the upper bound
+        for _ in range(0, len(paths), BATCH_SIZE):
+            model.encode_image(pixels)
+
+    run = {"ours": ours, "bare": bare, "forward_only": forward_only}[name]
+    run()
+    times = []
+    for _ in range(REPEATS):
+        started = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - started)
+    return min(times)
+
+
+def _child(name: str, folder: str) -> None:
+    paths = sorted(Path(folder).rglob("*.png"))[:IMAGES]
+    seconds = _variant(name, paths)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"seconds": seconds, "peak_rss_mb": peak, "images": len(paths)}))
+
+
+def run() -> list[dict]:
+    with tempfile.TemporaryDirectory() as folder:
+        _prepare(Path(folder))
+        measured = {}
+        for name in ("bare", "ours", "forward_only"):
+            output = (
+                subprocess.run(
+                    [sys.executable, "-m", "bench.embed_throughput", name, folder],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
+                .stdout.strip()
+                .splitlines()[-1]
+            )
+            measured[name] = json.loads(output)
+    rows = []
+    baseline = measured["bare"]["images"] / measured["bare"]["seconds"]
+    labels = {
+        "bare": "bare open_clip loop (baseline)",
+        "ours": "vlclip embed_images",
+        "forward_only": "forward only, no decoding (upper bound)",
+    }
+    for name, values in measured.items():
+        throughput = values["images"] / values["seconds"]
+        rows.append(
+            {
+                "variant": labels[name],
+                "throughput": throughput,
+                "unit": "images/s",
+                "peak_rss_mb": values["peak_rss_mb"],
+                "ratio": throughput / baseline,
+                "model": MODEL,
+                "batch_size": BATCH_SIZE,
+                "images": values["images"],
+            }
+        )
+    return rows
+
+
+if __name__ == "__main__":
+    _child(sys.argv[1], sys.argv[2])

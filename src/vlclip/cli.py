@@ -1,0 +1,202 @@
+"""``vlclip``: one subcommand per pipeline stage; the only entry point dvc and Airflow use."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import typer
+
+from vlclip import __version__
+from vlclip.config import DEFAULT_PARAMS, Params, ParamsError, load_params
+
+app = typer.Typer(
+    help="VL-CLIP pipeline: ingest -> validate -> ground -> enrich -> train -> embed -> "
+    "evaluate -> index. Settings come from params.yaml; run the whole chain with `dvc repro`.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+log = logging.getLogger("vlclip")
+T = TypeVar("T")
+
+ParamsOption = Annotated[
+    Path, typer.Option("--params", "-p", help="Settings file, validated before any work.")
+]
+QUIET_LOGGERS = (
+    "great_expectations",
+    "httpx",
+    "urllib3",
+    "filelock",
+    "PIL",
+    "matplotlib",
+    "faiss",
+)
+
+
+def setup_logging(verbose: bool = False) -> None:
+    # Libraries (open_clip logs to the root logger) speak at WARNING; vlclip at INFO.
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        force=True,
+    )
+    logging.getLogger("vlclip").setLevel(logging.DEBUG if verbose else logging.INFO)
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+
+
+def _params(path: Path) -> Params:
+    try:
+        return load_params(path)
+    except ParamsError as error:
+        typer.secho(str(error), fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from None
+
+
+def _run(action: Callable[[], T]) -> T:
+    """Run a stage; turn expected failures into a clear message and a non-zero exit."""
+    from vlclip.stages import GateFailed
+
+    try:
+        return action()
+    except GateFailed as error:
+        typer.secho(str(error), fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from None
+    except (FileNotFoundError, KeyError, ValueError) as error:
+        typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from None
+
+
+def _layout():
+    from vlclip.stages import Layout
+
+    return Layout()
+
+
+@app.callback()
+def main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+    version: Annotated[bool, typer.Option("--version", help="Print the version.")] = False,
+) -> None:
+    if version:
+        typer.echo(__version__)
+        raise typer.Exit()
+    setup_logging(verbose)
+
+
+@app.command("ingest")
+def ingest_command(params: ParamsOption = DEFAULT_PARAMS) -> None:
+    """Read the catalog source (ingest.source), check every image, write data/catalog/."""
+    from vlclip.stages import run_ingest
+
+    settings = _params(params)
+    manifest = _run(lambda: run_ingest(settings, _layout()))
+    if manifest.num_quarantined:
+        typer.echo(f"{manifest.num_quarantined} rows quarantined: data/catalog/quarantine.parquet")
+
+
+@app.command("validate")
+def validate_command(params: ParamsOption = DEFAULT_PARAMS) -> None:
+    """Great Expectations gate over data/catalog/; on success publish data/validated/."""
+    from vlclip.stages import run_validate
+
+    settings = _params(params)
+    _run(lambda: run_validate(settings, _layout()))
+    typer.echo("validation passed: reports/validation/")
+
+
+@app.command("ground")
+def ground_command(params: ParamsOption = DEFAULT_PARAMS) -> None:
+    """Crop every photo to its product (ground.detector); write data/crops/."""
+    from vlclip.stages import run_ground
+
+    settings = _params(params)
+    _run(lambda: run_ground(settings, _layout()))
+
+
+@app.command("enrich")
+def enrich_command(params: ParamsOption = DEFAULT_PARAMS) -> None:
+    """Write one concise product text per item (enrich.backend) to data/enriched/."""
+    from vlclip.stages import run_enrich
+
+    settings = _params(params)
+    _run(lambda: run_enrich(settings, _layout()))
+
+
+@app.command("train")
+def train_command(params: ParamsOption = DEFAULT_PARAMS) -> None:
+    """Contrastive fine-tuning on crops x enriched texts; checkpoint to models/."""
+    from vlclip.stages import run_train
+
+    settings = _params(params)
+    _run(lambda: run_train(settings, _layout()))
+
+
+@app.command("embed")
+def embed_command(params: ParamsOption = DEFAULT_PARAMS) -> None:
+    """Image and text embeddings of every item and query photo to data/embeddings/."""
+    from vlclip.stages import run_embed
+
+    settings = _params(params)
+    _run(lambda: run_embed(settings, _layout()))
+
+
+@app.command("evaluate")
+def evaluate_command(params: ParamsOption = DEFAULT_PARAMS) -> None:
+    """HITS@k, MRR, NDCG of the trained model and its untrained baseline: reports/metrics.json."""
+    from vlclip.stages import run_evaluate
+
+    settings = _params(params)
+    results = _run(lambda: run_evaluate(settings, _layout()))
+    for variant in ("baseline", "model"):
+        for task, metrics in results[variant].items():
+            shown = ", ".join(
+                f"{name} {value:.3f}" for name, value in metrics.items() if name != "queries"
+            )
+            typer.echo(f"{variant:>8} {task:<17} {shown}")
+    typer.echo("metrics: reports/metrics.json   plots: reports/plots/")
+
+
+@app.command("index")
+def index_command(params: ParamsOption = DEFAULT_PARAMS) -> None:
+    """Build the faiss index over catalog item vectors in index/."""
+    from vlclip.stages import run_index
+
+    settings = _params(params)
+    count = _run(lambda: run_index(settings, _layout()))
+    typer.echo(f"indexed {count} items ({settings.index.kind}): index/")
+
+
+def _print_results(frame) -> None:
+    for row in frame.itertuples():
+        typer.echo(f"{row.score:7.3f}  {row.item_id:<24} {row.product_type:<20} {row.title}")
+
+
+@app.command("recommend")
+def recommend_command(
+    item_id: Annotated[str, typer.Argument(help="A catalog item id.")],
+    k: Annotated[int, typer.Option("--k", "-k", min=1, help="How many items.")] = 5,
+) -> None:
+    """Print the items most similar to ITEM_ID."""
+    from vlclip.stages import recommend
+
+    _print_results(_run(lambda: recommend(item_id, k, _layout())))
+
+
+@app.command("search")
+def search_command(
+    query: Annotated[str, typer.Argument(help="Free text, e.g. 'red striped soda can'.")],
+    k: Annotated[int, typer.Option("--k", "-k", min=1, help="How many items.")] = 5,
+    params: ParamsOption = DEFAULT_PARAMS,
+) -> None:
+    """Print the catalog items that best match a text query."""
+    from vlclip.stages import search_text
+
+    settings = _params(params)
+    _print_results(_run(lambda: search_text(query, k, settings, _layout())))

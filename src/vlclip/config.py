@@ -1,0 +1,240 @@
+"""Pydantic models for ``params.yaml``: one section per pipeline stage.
+
+Every stage reads its settings through :func:`load_params`, so a typo or an out-of-range value
+stops the run before any work is done, with a message that names the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    PositiveInt,
+    ValidationError,
+    model_validator,
+)
+
+DEFAULT_PARAMS = Path("params.yaml")
+
+
+class Section(BaseModel):
+    """Base for every section: unknown keys are errors, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------- ingest
+
+
+class SyntheticSource(Section):
+    """The embedded demo catalog, generated deterministically from ``seed``."""
+
+    kind: Literal["synthetic"] = "synthetic"
+    seed: int = 7
+    num_products: Annotated[int, Field(ge=8)] = 360
+    queries_per_product: PositiveInt = 4
+    image_size: Annotated[int, Field(ge=32, le=1024)] = 128
+    val_fraction: Annotated[float, Field(ge=0.0, lt=0.5)] = 0.1
+    test_fraction: Annotated[float, Field(gt=0.0, lt=0.5)] = 0.25
+
+
+class GroceryStoreSource(Section):
+    """GroceryStoreDataset in its published layout (``root`` holds ``dataset/``)."""
+
+    kind: Literal["grocery_store"]
+    root: Path = Path("../shared/datasets/grocery-store")
+
+    @model_validator(mode="after")
+    def _root_exists(self) -> GroceryStoreSource:
+        classes = self.root / "dataset" / "classes.csv"
+        if not classes.is_file():
+            raise ValueError(
+                f"root={str(self.root)!r}: no dataset/classes.csv there; point it at a copy of "
+                "the GroceryStoreDataset (for example ../shared/datasets/grocery-store)"
+            )
+        return self
+
+
+class TableSource(Section):
+    """A catalog table (CSV, Parquet or JSONL) plus a folder of images."""
+
+    kind: Literal["table"]
+    path: Path
+    image_root: Path
+    queries_path: Path | None = None
+
+    @model_validator(mode="after")
+    def _paths_exist(self) -> TableSource:
+        for key in ("path", "queries_path"):
+            value = getattr(self, key)
+            if value is not None and not Path(value).is_file():
+                raise ValueError(f"{key}={str(value)!r}: file not found")
+            if value is not None and Path(value).suffix.lower() not in TABLE_SUFFIXES:
+                raise ValueError(f"{key}={str(value)!r}: use one of {sorted(TABLE_SUFFIXES)}")
+        if not self.image_root.is_dir():
+            raise ValueError(f"image_root={str(self.image_root)!r}: folder not found")
+        return self
+
+
+TABLE_SUFFIXES = frozenset({".csv", ".parquet", ".jsonl", ".json"})
+
+CatalogSource = Annotated[
+    SyntheticSource | GroceryStoreSource | TableSource, Field(discriminator="kind")
+]
+
+
+class IngestParams(Section):
+    source: CatalogSource = SyntheticSource()
+    max_image_pixels: PositiveInt = 40_000_000
+    """Larger images are quarantined as decompression bombs instead of being decoded."""
+    min_image_side: PositiveInt = 16
+
+
+# --------------------------------------------------------------------------- validate
+
+
+class ValidateParams(Section):
+    min_title_chars: Annotated[int, Field(ge=1)] = 2
+    max_title_chars: PositiveInt = 300
+    max_description_chars: PositiveInt = 20_000
+    allowed_product_types: list[str] | None = None
+    """None accepts the product types the catalog source declares in its manifest."""
+    min_image_side: PositiveInt = 32
+    max_image_side: PositiveInt = 12_000
+    max_quarantine_share: Annotated[float, Field(ge=0.0, le=1.0)] = 0.05
+    min_items: PositiveInt = 2
+
+
+# --------------------------------------------------------------------------- ground
+
+
+class GroundParams(Section):
+    detector: Literal["full_image"] = "full_image"
+    box_threshold: Annotated[float, Field(ge=0.0, le=1.0)] = 0.3
+    margin: NonNegativeFloat = 0.05
+    """Padding around the chosen box, as a fraction of its width and height."""
+    crop_max_side: Annotated[int, Field(ge=32)] = 256
+    crop_quality: Annotated[int, Field(ge=50, le=100)] = 95
+    batch_size: PositiveInt = 16
+
+
+# --------------------------------------------------------------------------- enrich
+
+
+class EnrichParams(Section):
+    backend: Literal["rule_based"] = "rule_based"
+    max_chars: Annotated[int, Field(ge=32)] = 300
+    glossary_path: Path | None = None
+    """A JSON glossary of shop abbreviations; None uses the packaged one."""
+
+
+# --------------------------------------------------------------------------- model / train
+
+
+class ModelParams(Section):
+    name: str = "vlclip-tiny"
+    """An open_clip architecture: ours in ``src/vlclip/model_configs`` or any built-in one."""
+    pretrained: str | None = None
+    """An open_clip pretrained tag (needs internet) or a local weights file."""
+
+
+Device = Literal["auto", "cpu", "cuda", "mps"]
+
+
+class TrainParams(Section):
+    epochs: PositiveInt = 12
+    batch_size: PositiveInt = 64
+    lr: Annotated[float, Field(gt=0.0)] = 5e-4
+    weight_decay: NonNegativeFloat = 0.1
+    warmup_steps: Annotated[int, Field(ge=0)] = 20
+    seed: int = 0
+    device: Device = "auto"
+    use_catalog_images: bool = True
+    """Train on catalog listings as well as on the train-split query photos."""
+    max_train_minutes: NonNegativeFloat = 0.0
+    """Stop early after this much wall time (0 = no limit)."""
+
+
+class EmbedParams(Section):
+    batch_size: PositiveInt = 64
+    device: Device = "auto"
+
+
+class EvaluateParams(Section):
+    ks: list[PositiveInt] = [1, 5, 10]
+    ndcg_k: PositiveInt = 10
+    split: Literal["train", "val", "test"] = "test"
+
+
+class IndexParams(Section):
+    kind: Literal["flat", "hnsw"] = "flat"
+    hnsw_m: Annotated[int, Field(ge=4, le=256)] = 32
+    top_k: PositiveInt = 10
+    text_weight: Annotated[float, Field(ge=0.0, le=1.0)] = 0.5
+    """Item vectors fuse image and text embeddings: ``(1-w)*image + w*text``."""
+
+
+class Params(Section):
+    ingest: IngestParams = IngestParams()
+    validate_: ValidateParams = Field(ValidateParams(), alias="validate")
+    ground: GroundParams = GroundParams()
+    enrich: EnrichParams = EnrichParams()
+    model: ModelParams = ModelParams()
+    train: TrainParams = TrainParams()
+    embed: EmbedParams = EmbedParams()
+    evaluate: EvaluateParams = EvaluateParams()
+    index: IndexParams = IndexParams()
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @property
+    def validate_params(self) -> ValidateParams:
+        return self.validate_
+
+
+class ParamsError(ValueError):
+    """params.yaml is invalid; the message lists each bad key and what it allows."""
+
+
+def _format_errors(error: ValidationError, source: str) -> str:
+    lines = [f"{source} is invalid:"]
+    for item in error.errors():
+        location = [
+            str(part) for part in item["loc"] if part not in ("synthetic", "grocery_store", "table")
+        ]
+        key = ".".join(location) or "(top level)"
+        message = item["msg"]
+        if item["type"] == "extra_forbidden":
+            message = "unknown key (check the spelling; see params.yaml in the repository)"
+        elif item["type"] == "literal_error":
+            message = f"{message} (got {item.get('input')!r})"
+        lines.append(f"  - {key}: {message}")
+    return "\n".join(lines)
+
+
+def parse_params(raw: dict | None, source: str = "params") -> Params:
+    try:
+        return Params.model_validate(raw or {})
+    except ValidationError as error:
+        raise ParamsError(_format_errors(error, source)) from None
+
+
+def load_params(path: Path | str = DEFAULT_PARAMS) -> Params:
+    """Read and validate params.yaml. A missing file means all defaults."""
+    path = Path(path)
+    if not path.exists():
+        return Params()
+    with path.open() as handle:
+        try:
+            raw = yaml.safe_load(handle)
+        except yaml.YAMLError as error:
+            raise ParamsError(f"{path} is not valid YAML: {error}") from None
+    if raw is not None and not isinstance(raw, dict):
+        raise ParamsError(f"{path} must hold a mapping of sections, got {type(raw).__name__}")
+    return parse_params(raw, str(path))

@@ -1,0 +1,81 @@
+"""Safe image access: every image is checked once at ingest and read through here later.
+
+Bad images (missing, corrupt, truncated, decompression bombs, paths that escape the catalog root)
+are reported as :class:`ImageProblem` with a readable reason, so the caller can quarantine the
+row instead of crashing.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+from vlclip.io import sha256_bytes
+
+
+class ImageProblem(Exception):
+    """An image that cannot be used; ``reason`` is short and meant for people."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    width: int
+    height: int
+    sha256: str
+
+
+def resolve_inside(root: Path, relative: str) -> Path:
+    """Resolve ``relative`` under ``root``; refuse absolute paths and ``..`` escapes."""
+    if not isinstance(relative, str) or not relative.strip():
+        raise ImageProblem("empty image path")
+    candidate = Path(relative)
+    if candidate.is_absolute():
+        raise ImageProblem("absolute image path (paths must be relative to the catalog root)")
+    root_resolved = root.resolve()
+    resolved = (root_resolved / candidate).resolve()
+    if not resolved.is_relative_to(root_resolved):
+        raise ImageProblem("image path escapes the catalog root")
+    return resolved
+
+
+def inspect_image(path: Path, max_pixels: int, min_side: int) -> ImageInfo:
+    """Fully decode ``path`` once and return its size and content hash, or raise ImageProblem."""
+    if not path.is_file():
+        raise ImageProblem("image file not found")
+    data = path.read_bytes()
+    if not data:
+        raise ImageProblem("image file is empty")
+    try:
+        with Image.open(path) as probe:
+            width, height = probe.size
+            if width * height > max_pixels:
+                raise ImageProblem(
+                    f"decompression bomb: {width}x{height} exceeds max_image_pixels={max_pixels}"
+                )
+            probe.load()  # full decode: catches truncated and corrupt data
+    except ImageProblem:
+        raise
+    except Image.DecompressionBombError as error:
+        raise ImageProblem(f"decompression bomb: {error}") from None
+    except UnidentifiedImageError:
+        raise ImageProblem("not a recognised image format") from None
+    except (OSError, SyntaxError, ValueError) as error:
+        raise ImageProblem(f"corrupt or truncated image: {error}") from None
+    if min(width, height) < min_side:
+        raise ImageProblem(f"image too small: {width}x{height} (min side {min_side})")
+    return ImageInfo(width=width, height=height, sha256=sha256_bytes(data))
+
+
+def load_rgb(path: Path) -> Image.Image:
+    """Open an image that passed ingest, as RGB."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with Image.open(path) as image:
+            return image.convert("RGB")

@@ -1,0 +1,243 @@
+"""Each pipeline stage as one function over folders: what the CLI, dvc.yaml and Airflow run.
+
+The library modules hold the logic (pure functions over tables and tensors); these functions
+only read a stage's inputs, call them, and write its outputs in the standard layout.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from vlclip.catalog.ingest import describe, ingest
+from vlclip.catalog.schema import (
+    ITEMS_FILE,
+    MANIFEST_FILE,
+    QUARANTINE_FILE,
+    QUERIES_FILE,
+    Catalog,
+    Manifest,
+    load_catalog,
+)
+from vlclip.config import Params
+from vlclip.io import atomic_dir, write_json
+
+if TYPE_CHECKING:
+    from vlclip.embed import CatalogViews
+    from vlclip.train import TrainResult
+
+# torch, open_clip, faiss and Great Expectations take seconds to import: each stage imports
+# only what it uses, inside its function.
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where each stage reads and writes; the defaults are the documented artifact layout."""
+
+    catalog: Path = Path("data/catalog")
+    validated: Path = Path("data/validated")
+    crops: Path = Path("data/crops")
+    enriched: Path = Path("data/enriched")
+    models: Path = Path("models")
+    embeddings: Path = Path("data/embeddings")
+    index: Path = Path("index")
+    reports: Path = Path("reports")
+
+
+class GateFailed(RuntimeError):
+    """The data gate rejected the catalog; downstream stages must not run."""
+
+
+def run_ingest(params: Params, layout: Layout) -> Manifest:
+    manifest = ingest(params.ingest, layout.catalog)
+    write_json(layout.reports / "ingest.json", json.loads(manifest.to_json()))
+    log.info(describe(manifest, layout.catalog))
+    return manifest
+
+
+def run_validate(params: Params, layout: Layout) -> dict:
+    """Run the Great Expectations gate; publish the catalog to ``validated`` only if it passes."""
+    from vlclip.validate import validate_catalog
+
+    catalog = load_catalog(layout.catalog)
+    outcome = validate_catalog(catalog, params.validate_params, layout.reports / "validation")
+    if not outcome.success:
+        raise GateFailed(
+            "data validation failed; nothing downstream will run. Failed expectations:\n  - "
+            + "\n  - ".join(outcome.failed)
+            + f"\nDetails: {layout.reports / 'validation'}"
+        )
+    with atomic_dir(layout.validated) as staging:
+        for name in (ITEMS_FILE, QUERIES_FILE, QUARANTINE_FILE):
+            shutil.copy2(layout.catalog / name, staging / name)
+        image_root = Path(catalog.manifest.image_root)
+        if not image_root.is_absolute():  # keep relative roots relative, so folders can move
+            image_root = Path(os.path.relpath(layout.catalog / image_root, layout.validated))
+        manifest = Manifest(**{**catalog.manifest.__dict__, "image_root": str(image_root)})
+        (staging / MANIFEST_FILE).write_text(manifest.to_json() + "\n")
+    return outcome.summary
+
+
+def run_ground(params: Params, layout: Layout) -> pd.DataFrame:
+    from vlclip.grounding import ground
+
+    return ground(load_catalog(layout.validated), params.ground, layout.crops)
+
+
+def run_enrich(params: Params, layout: Layout) -> pd.DataFrame:
+    from vlclip.enrich import enrich
+
+    texts = enrich(load_catalog(layout.validated), params.enrich, layout.enriched)
+    write_json(
+        layout.reports / "enrich.json",
+        {
+            "backend": params.enrich.backend,
+            "items": len(texts),
+            "flagged": int(texts["flagged"].sum()),
+            "mean_chars": float(texts["text"].str.len().mean()) if len(texts) else 0.0,
+        },
+    )
+    return texts
+
+
+def pipeline_views(layout: Layout) -> CatalogViews:
+    """Grounded crops and enriched texts: what the model trains and is evaluated on."""
+    from vlclip.embed import CatalogViews
+    from vlclip.enrich import load_texts
+    from vlclip.grounding import load_crop_paths
+
+    item_crops, query_crops = load_crop_paths(layout.crops)
+    return CatalogViews(item_crops, query_crops, load_texts(layout.enriched))
+
+
+def training_pairs(catalog: Catalog, views: CatalogViews, split: str, use_listings: bool):
+    from vlclip.train import Pair
+
+    pairs = [
+        Pair(views.query_images[row.query_id], views.item_texts[row.item_id], row.item_id)
+        for row in catalog.queries_in(split).itertuples()
+    ]
+    if use_listings:
+        pairs += [
+            Pair(views.item_images[row.item_id], views.item_texts[row.item_id], row.item_id)
+            for row in catalog.items_in(split).itertuples()
+        ]
+    return pairs
+
+
+def run_train(params: Params, layout: Layout) -> TrainResult:
+    from vlclip.train import train
+
+    catalog = load_catalog(layout.validated)
+    views = pipeline_views(layout)
+    use = params.train.use_catalog_images
+    result = train(
+        training_pairs(catalog, views, "train", use),
+        training_pairs(catalog, views, "val", use),
+        params.model,
+        params.train,
+        layout.models,
+        live_dir=layout.reports / "train",
+    )
+    log.info(
+        "trained %d epochs (%d steps) in %.0f s; best val loss %.4f",
+        result.epochs_run,
+        result.steps,
+        result.seconds,
+        result.best_val_loss,
+    )
+    return result
+
+
+def run_embed(params: Params, layout: Layout) -> None:
+    from vlclip.embed import embed_catalog, save_embeddings
+    from vlclip.model import load_checkpoint
+
+    catalog = load_catalog(layout.validated)
+    bundle = load_checkpoint(layout.models, device=params.embed.device)
+    embeddings = embed_catalog(
+        bundle, catalog.items, catalog.queries, pipeline_views(layout), params.embed.batch_size
+    )
+    save_embeddings(embeddings, layout.embeddings)
+
+
+def run_evaluate(params: Params, layout: Layout) -> dict:
+    """Metrics of the trained model (from ``embed``) beside the model it started from."""
+    from vlclip.embed import embed_catalog, load_embeddings
+    from vlclip.evaluate import evaluate_embeddings
+    from vlclip.model import bundle_from_params
+
+    catalog = load_catalog(layout.validated)
+    split, ks, ndcg_k = params.evaluate.split, params.evaluate.ks, params.evaluate.ndcg_k
+    trained = load_embeddings(layout.embeddings)
+    baseline_bundle = bundle_from_params(
+        params.model, device=params.embed.device, seed=params.train.seed
+    )
+    evaluated = catalog.queries_in(split)
+    baseline = embed_catalog(
+        baseline_bundle,
+        catalog.items[catalog.items["item_id"].isin(set(evaluated["item_id"]))],
+        evaluated,
+        pipeline_views(layout),
+        params.embed.batch_size,
+    )
+    results = {
+        "split": split,
+        "model": evaluate_embeddings(trained, split, ks, ndcg_k),
+        "baseline": evaluate_embeddings(baseline, split, ks, ndcg_k),
+        "baseline_kind": "pretrained" if params.model.pretrained else "untrained",
+    }
+    write_json(layout.reports / "metrics.json", results)
+    _write_hits_plot(trained, baseline, split, ndcg_k, layout.reports / "plots")
+    return results
+
+
+def _write_hits_plot(trained, baseline, split: str, max_k: int, folder: Path) -> None:
+    from vlclip.evaluate import hits_curve
+
+    model_curves, base_curves = (
+        hits_curve(trained, split, max_k),
+        hits_curve(baseline, split, max_k),
+    )
+    frame = pd.DataFrame({"k": np.arange(1, max_k + 1)})
+    for task in model_curves:
+        frame[f"model_{task}"] = model_curves[task]
+        frame[f"baseline_{task}"] = base_curves[task]
+    folder.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(folder / "hits_at_k.csv", index=False)
+
+
+def run_index(params: Params, layout: Layout) -> int:
+    from vlclip.embed import load_embeddings
+    from vlclip.index import build_index
+
+    catalog = load_catalog(layout.validated)
+    return build_index(
+        load_embeddings(layout.embeddings), catalog.items, params.index, layout.index
+    )
+
+
+def recommend(item_id: str, k: int, layout: Layout) -> pd.DataFrame:
+    from vlclip.index import CatalogIndex
+
+    return CatalogIndex.load(layout.index).similar(item_id, k)
+
+
+def search_text(query: str, k: int, params: Params, layout: Layout) -> pd.DataFrame:
+    from vlclip.embed import embed_texts
+    from vlclip.index import CatalogIndex
+    from vlclip.model import load_checkpoint
+
+    bundle = load_checkpoint(layout.models, device=params.embed.device)
+    vector = embed_texts(bundle, [query], batch_size=1, desc="embedding query")
+    return CatalogIndex.load(layout.index).search(vector[0], k)

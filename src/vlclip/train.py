@@ -1,0 +1,214 @@
+"""Contrastive fine-tuning (VL-CLIP step 3): symmetric InfoNCE on crops x enriched texts.
+
+Several photos share one product text (a listing and its query photos), so in-batch pairs
+that belong to the same item are masked out of the negatives instead of being pushed apart.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from vlclip.config import ModelParams, TrainParams
+from vlclip.images import load_rgb
+from vlclip.model import ClipBundle, bundle_from_params, save_checkpoint
+
+log = logging.getLogger(__name__)
+LOAD_THREADS = 4
+
+
+@dataclass(frozen=True)
+class Pair:
+    image: Path
+    text: str
+    item_id: str
+
+
+def same_item_mask(item_ids: list[str], device: torch.device) -> torch.Tensor:
+    """True where two batch entries belong to the same item but are different entries."""
+    codes = {item: index for index, item in enumerate(dict.fromkeys(item_ids))}
+    labels = torch.tensor([codes[item] for item in item_ids], device=device)
+    same = labels[:, None] == labels[None, :]
+    return same & ~torch.eye(len(item_ids), dtype=torch.bool, device=device)
+
+
+def contrastive_loss(
+    image_features: torch.Tensor,
+    text_features: torch.Tensor,
+    logit_scale: torch.Tensor,
+    false_negatives: torch.Tensor | None = None,
+) -> dict[str, torch.Tensor]:
+    """Symmetric InfoNCE; returns named parts like open_clip's ``ClipLoss``.
+
+    ``false_negatives`` (bool, batch x batch) marks off-diagonal pairs that are not negatives.
+    """
+    image_features = F.normalize(image_features, dim=-1)
+    text_features = F.normalize(text_features, dim=-1)
+    logits = logit_scale.exp() * image_features @ text_features.T
+    if false_negatives is not None:
+        logits = logits.masked_fill(false_negatives, float("-inf"))
+    targets = torch.arange(len(logits), device=logits.device)
+    image_to_text = F.cross_entropy(logits, targets)
+    text_to_image = F.cross_entropy(logits.T, targets)
+    return {
+        "contrastive_loss": (image_to_text + text_to_image) / 2,
+        "image_to_text": image_to_text,
+        "text_to_image": text_to_image,
+    }
+
+
+def cosine_with_warmup(step: int, total: int, warmup: int) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _batch_tensors(bundle: ClipBundle, pairs: list[Pair], pool: ThreadPoolExecutor, train: bool):
+    transform = bundle.preprocess_train if train else bundle.preprocess_eval
+    pixels = torch.stack(list(pool.map(lambda pair: transform(load_rgb(pair.image)), pairs)))
+    tokens = bundle.tokenizer([pair.text for pair in pairs])
+    return pixels.to(bundle.device), tokens.to(bundle.device)
+
+
+def _batch_loss(bundle: ClipBundle, pairs: list[Pair], pool: ThreadPoolExecutor, train: bool):
+    pixels, tokens = _batch_tensors(bundle, pairs, pool, train)
+    model = bundle.model
+    return contrastive_loss(
+        model.encode_image(pixels),
+        model.encode_text(tokens),
+        model.logit_scale,
+        same_item_mask([pair.item_id for pair in pairs], bundle.device),
+    )
+
+
+@torch.inference_mode()
+def evaluate_loss(bundle: ClipBundle, pairs: list[Pair], batch_size: int) -> float:
+    """Mean contrastive loss over ``pairs`` (no gradient), for model selection."""
+    bundle.model.eval()
+    losses, weights = [], []
+    with ThreadPoolExecutor(LOAD_THREADS) as pool:
+        for start in range(0, len(pairs), batch_size):
+            batch = pairs[start : start + batch_size]
+            if len(batch) < 2:
+                continue
+            losses.append(float(_batch_loss(bundle, batch, pool, False)["contrastive_loss"]))
+            weights.append(len(batch))
+    return float(np.average(losses, weights=weights)) if losses else float("nan")
+
+
+@dataclass
+class TrainResult:
+    epochs_run: int
+    steps: int
+    final_train_loss: float
+    best_val_loss: float
+    seconds: float
+
+
+def train(
+    train_pairs: list[Pair],
+    val_pairs: list[Pair],
+    model_params: ModelParams,
+    params: TrainParams,
+    out_dir: Path,
+    live_dir: Path | None = None,
+) -> TrainResult:
+    """Fine-tune, keep the weights with the best validation loss, save them to ``out_dir``."""
+    if len(train_pairs) < 2:
+        raise ValueError(f"need at least 2 training pairs, got {len(train_pairs)}")
+    seed_everything(params.seed)
+    bundle = bundle_from_params(model_params, device=params.device, seed=params.seed)
+    model = bundle.model
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=params.lr, weight_decay=params.weight_decay
+    )
+    steps_per_epoch = max(1, len(train_pairs) // params.batch_size)
+    total_steps = steps_per_epoch * params.epochs
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: cosine_with_warmup(step, total_steps, params.warmup_steps)
+    )
+    live = _open_live(live_dir)
+    rng = random.Random(params.seed)
+    best_val, best_state, step, started = math.inf, None, 0, time.monotonic()
+    epoch_loss = float("nan")
+    epochs_run = 0
+    with ThreadPoolExecutor(LOAD_THREADS) as pool:
+        for epoch in range(params.epochs):
+            model.train()
+            order = train_pairs[:]
+            rng.shuffle(order)
+            losses = []
+            progress = tqdm(
+                range(steps_per_epoch), desc=f"epoch {epoch + 1}/{params.epochs}", disable=None
+            )
+            for batch_index in progress:
+                batch = order[
+                    batch_index * params.batch_size : (batch_index + 1) * params.batch_size
+                ]
+                parts = _batch_loss(bundle, batch, pool, True)
+                optimizer.zero_grad(set_to_none=True)
+                parts["contrastive_loss"].backward()
+                optimizer.step()
+                scheduler.step()
+                with torch.no_grad():  # CLIP keeps the temperature in a sane range
+                    model.logit_scale.clamp_(0, math.log(100))
+                losses.append(parts["contrastive_loss"].item())
+                progress.set_postfix(loss=f"{losses[-1]:.3f}")
+                step += 1
+            epoch_loss = float(np.mean(losses))
+            val_loss = (
+                evaluate_loss(bundle, val_pairs, params.batch_size) if val_pairs else (epoch_loss)
+            )
+            epochs_run = epoch + 1
+            log.info("epoch %d: train loss %.4f, val loss %.4f", epochs_run, epoch_loss, val_loss)
+            if live is not None:
+                live.log_metric("train/loss", epoch_loss)
+                live.log_metric("val/loss", val_loss)
+                live.next_step()
+            if val_loss < best_val:
+                best_val = val_loss
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            minutes = (time.monotonic() - started) / 60
+            if params.max_train_minutes and minutes >= params.max_train_minutes:
+                log.warning("stopping after %.1f minutes (train.max_train_minutes)", minutes)
+                break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    result = TrainResult(epochs_run, step, epoch_loss, best_val, time.monotonic() - started)
+    save_checkpoint(
+        bundle,
+        out_dir,
+        {
+            "train": params.model_dump(),
+            "result": result.__dict__,
+            "pretrained": model_params.pretrained,
+        },
+    )
+    if live is not None:
+        live.end()
+    return result
+
+
+def _open_live(live_dir: Path | None):
+    if live_dir is None:
+        return None
+    from dvclive import Live
+
+    return Live(dir=str(live_dir), save_dvc_exp=False, dvcyaml=False)

@@ -1,0 +1,75 @@
+"""The offline enrichment backend: glossary expansion, units, attribute sentences."""
+
+import json
+
+import pytest
+
+from vlclip.catalog import synthetic
+from vlclip.enrich.rule_based import (
+    Glossary,
+    attribute_sentence,
+    clean_text,
+    enrich_item,
+    expand_words,
+    normalise_quantity,
+)
+
+
+@pytest.fixture(scope="module")
+def glossary() -> Glossary:
+    return Glossary.load()
+
+
+def test_glossary_covers_the_demo_catalogs_jargon(glossary):
+    for table in (
+        synthetic.COLOR_ABBREVIATIONS,
+        synthetic.PATTERN_ABBREVIATIONS,
+        synthetic.TYPE_ABBREVIATIONS,
+        synthetic.MODIFIER_ABBREVIATIONS,
+    ):
+        for abbreviation, word in table.items():
+            assert glossary.words[abbreviation.lower()] == word
+
+
+def test_words_and_units_are_expanded(glossary):
+    assert (
+        expand_words("ORG OLV OIL BTL RD/WHT", glossary) == "organic olive oil bottle red and white"
+    )
+    assert normalise_quantity("12OZ", glossary) == "12 ounces (340 g)"
+    assert normalise_quantity("16.9 fl oz", glossary) == "16.9 fluid ounces (500 ml)"
+    assert normalise_quantity("2L", glossary) == "2 litres (2000 ml)"
+    assert normalise_quantity("model 7X", glossary) == "model 7X"  # unknown unit left alone
+
+
+def test_attributes_lead_with_visual_facts_and_drop_codes(glossary):
+    attributes = {
+        "upc": "012345678905",
+        "sz": "500 ml",
+        "clr": "rd",
+        "pattern": "strp",
+        "case_pack": 12,
+    }
+    sentence = attribute_sentence(attributes, glossary)
+    assert sentence == "colour: red; pattern: stripes; size: 500 ml"
+
+
+def test_enriched_text_is_capped_and_clean(glossary):
+    text = enrich_item(
+        "SDA CN 12OZ\x07",
+        "soda can",
+        "beverages",
+        json.dumps({"clr": "blu"}),
+        glossary,
+        max_chars=300,
+    )
+    assert text.startswith("Soda can (beverages). soda can 12 ounces (340 g)")
+    assert "colour: blue" in text
+    assert "\x07" not in text
+    long = clean_text("word " * 200, 50)
+    assert len(long) <= 50 and long.endswith("…")
+
+
+def test_enrichment_is_deterministic_and_tolerates_bad_attributes(glossary):
+    first = enrich_item("GRN TEA TN", "tea tin", "pantry", "not json", glossary, 300)
+    assert first == enrich_item("GRN TEA TN", "tea tin", "pantry", "not json", glossary, 300)
+    assert first == "Tea tin (pantry). green tea tin."

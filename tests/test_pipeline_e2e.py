@@ -1,0 +1,142 @@
+"""The whole `dvc repro` on a small demo catalog, in a temporary copy of the repository."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from helpers import REPO
+
+pytestmark = pytest.mark.e2e
+BIN = Path(sys.executable).parent
+SMALL = {
+    "ingest": {
+        "source": {
+            "kind": "synthetic",
+            "seed": 3,
+            "num_products": 48,
+            "queries_per_product": 3,
+            "image_size": 64,
+        }
+    },
+    "model": {"name": "vlclip-micro"},
+    "train": {"epochs": 2, "batch_size": 32, "warmup_steps": 2},
+    "embed": {"batch_size": 32},
+}
+
+
+def _merge(base: dict, override: dict) -> dict:
+    merged = dict(base)
+    for key, value in override.items():
+        merged[key] = _merge(base.get(key, {}), value) if isinstance(value, dict) else value
+    return merged
+
+
+def _run(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+        "DVC_NO_ANALYTICS": "1",
+        "GX_ANALYTICS_ENABLED": "False",
+    }
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{args} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
+    return result
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory) -> Path:
+    """A copy of the repository's tracked files, as a fresh git + DVC checkout."""
+    target = tmp_path_factory.mktemp("repo")
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    for name in listed:
+        source = REPO / name
+        if source.is_file():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / name)
+    params = yaml.safe_load((target / "params.yaml").read_text())
+    (target / "params.yaml").write_text(yaml.safe_dump(_merge(params, SMALL)))
+    _run(["git", "init", "-q"], target)
+    _run(["git", "add", "-A"], target)
+    _run(
+        [
+            "git",
+            "-c",
+            "user.name=vlclip-tests",
+            "-c",
+            "user.email=tests@vlclip.invalid",
+            "commit",
+            "-qm",
+            "workspace",
+        ],
+        target,
+    )
+    return target
+
+
+def test_dvc_repro_runs_every_stage(workspace):
+    result = _run(["dvc", "repro"], workspace)
+    for stage in ("ingest", "validate", "ground", "enrich", "train", "embed", "evaluate", "index"):
+        assert f"Running stage '{stage}'" in result.stdout
+    metrics = json.loads((workspace / "reports/metrics.json").read_text())
+    for variant in ("model", "baseline"):
+        for task in ("text_to_image", "image_to_catalog", "image_to_image"):
+            values = metrics[variant][task]
+            assert 0.0 <= values["hits@1"] <= values["hits@5"] <= values["hits@10"] <= 1.0
+            assert 0.0 < values["mrr"] <= 1.0
+            assert values["queries"] > 0
+    assert (workspace / "models/model.pt").is_file()
+    assert (workspace / "index/catalog.faiss").is_file()
+    assert (workspace / "reports/validation/validation.json").is_file()
+    assert (workspace / "reports/train/metrics.json").is_file()
+    assert (workspace / "reports/plots/hits_at_k.csv").is_file()
+
+
+def test_second_repro_does_no_work(workspace):
+    result = _run(["dvc", "repro"], workspace)
+    assert "Running stage" not in result.stdout
+    assert "up to date" in result.stdout
+
+
+def test_recommend_and_search_use_the_index(workspace):
+    result = _run(["vlclip", "recommend", "demo-00000", "-k", "3"], workspace)
+    lines = [line for line in result.stdout.splitlines() if line.strip()]
+    assert len(lines) == 3
+    assert all("demo-00000 " not in line for line in lines)
+    result = _run(["vlclip", "search", "red soda can", "-k", "2"], workspace)
+    assert len([line for line in result.stdout.splitlines() if "demo-" in line]) == 2
+    missing = _run(["vlclip", "recommend", "no-such-item"], workspace, check=False)
+    assert missing.returncode == 1 and "no-such-item" in missing.stderr
+
+
+def test_outputs_are_cached_and_pushed_to_the_local_remote(workspace):
+    status = _run(["dvc", "status"], workspace)
+    assert "up to date" in status.stdout
+    _run(["dvc", "push"], workspace)
+    remote = workspace / ".dvc-storage"
+    assert remote.is_dir() and any(remote.rglob("*"))
+
+
+def test_failed_gate_stops_the_pipeline_and_keeps_good_outputs(workspace):
+    validated = (workspace / "data/validated/items.parquet").read_bytes()
+    params = yaml.safe_load((workspace / "params.yaml").read_text())
+    params["validate"]["allowed_product_types"] = ["only this type"]
+    (workspace / "params.yaml").write_text(yaml.safe_dump(params))
+    result = _run(["dvc", "repro"], workspace, check=False)
+    assert result.returncode != 0
+    assert "product_type" in result.stdout + result.stderr
+    assert "Running stage 'ground'" not in result.stdout
+    assert (workspace / "data/validated/items.parquet").read_bytes() == validated
