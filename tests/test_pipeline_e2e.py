@@ -98,6 +98,10 @@ def test_dvc_repro_runs_every_stage(workspace):
             assert 0.0 <= values["hits@1"] <= values["hits@5"] <= values["hits@10"] <= 1.0
             assert 0.0 < values["mrr"] <= 1.0
             assert values["queries"] > 0
+    ablation = json.loads((workspace / "reports/ablation.json").read_text())
+    assert len(ablation) == 4
+    assert list(ablation.values())[-1] == metrics["model"]  # the last row is the full method
+    assert "| + grounding (crops) |" in (workspace / "reports/ablation.md").read_text()
     assert (workspace / "models/model.pt").is_file()
     assert (workspace / "index/catalog.faiss").is_file()
     assert (workspace / "reports/validation/validation.json").is_file()

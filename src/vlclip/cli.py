@@ -160,7 +160,12 @@ def evaluate_command(params: ParamsOption = DEFAULT_PARAMS) -> None:
                 f"{name} {value:.3f}" for name, value in metrics.items() if name != "queries"
             )
             typer.echo(f"{variant:>8} {task:<17} {shown}")
-    typer.echo("metrics: reports/metrics.json   plots: reports/plots/")
+    from vlclip.ablation import markdown_table
+
+    typer.echo("\nablation (HITS@5 and MRR per task):\n" + markdown_table(results["ablation"]))
+    typer.echo(
+        "metrics: reports/metrics.json   ablation: reports/ablation.md   plots: reports/plots/"
+    )
 
 
 @app.command("index")

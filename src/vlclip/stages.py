@@ -172,24 +172,39 @@ def run_embed(params: Params, layout: Layout) -> None:
 
 
 def run_evaluate(params: Params, layout: Layout) -> dict:
-    """Metrics of the trained model (from ``embed``) beside the model it started from."""
-    from vlclip.embed import embed_catalog, load_embeddings
+    """Metrics of the trained model beside the weights it started from, plus the ablation."""
+    from vlclip.ablation import VARIANTS, markdown_table, run_ablation
+    from vlclip.embed import embed_catalog, load_embeddings, original_views
+    from vlclip.enrich import load_texts
     from vlclip.evaluate import evaluate_embeddings
-    from vlclip.model import bundle_from_params
+    from vlclip.model import bundle_from_params, load_checkpoint
 
     catalog = load_catalog(layout.validated)
     split, ks, ndcg_k = params.evaluate.split, params.evaluate.ks, params.evaluate.ndcg_k
-    trained = load_embeddings(layout.embeddings)
-    baseline_bundle = bundle_from_params(
-        params.model, device=params.embed.device, seed=params.train.seed
-    )
+    batch_size = params.embed.batch_size
     evaluated = catalog.queries_in(split)
-    baseline = embed_catalog(
-        baseline_bundle,
-        catalog.items[catalog.items["item_id"].isin(set(evaluated["item_id"]))],
+    items = catalog.items[catalog.items["item_id"].isin(set(evaluated["item_id"]))]
+    trained = load_embeddings(layout.embeddings)
+    crops = pipeline_views(layout)
+    bundles = {
+        "baseline": bundle_from_params(
+            params.model, device=params.embed.device, seed=params.train.seed
+        ),
+        "trained": load_checkpoint(layout.models, device=params.embed.device),
+    }
+    baseline = embed_catalog(bundles["baseline"], items, evaluated, crops, batch_size)
+    ablation = run_ablation(
+        bundles,
+        items,
         evaluated,
-        pipeline_views(layout),
-        params.embed.batch_size,
+        original_views(catalog),
+        crops,
+        load_texts(layout.enriched, "raw_text"),
+        split,
+        ks,
+        ndcg_k,
+        batch_size,
+        precomputed={VARIANTS[-1]: trained},
     )
     results = {
         "split": split,
@@ -198,8 +213,12 @@ def run_evaluate(params: Params, layout: Layout) -> dict:
         "baseline_kind": "pretrained" if params.model.pretrained else "untrained",
     }
     write_json(layout.reports / "metrics.json", results)
+    write_json(
+        layout.reports / "ablation.json", {row["variant"]: row["metrics"] for row in ablation}
+    )
+    (layout.reports / "ablation.md").write_text(markdown_table(ablation) + "\n")
     _write_hits_plot(trained, baseline, split, ndcg_k, layout.reports / "plots")
-    return results
+    return {**results, "ablation": ablation}
 
 
 def _write_hits_plot(trained, baseline, split: str, max_k: int, folder: Path) -> None:
