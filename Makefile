@@ -29,9 +29,11 @@ setup: $(STAMP)
 run: setup
 	$(BIN)/dvc repro
 	@echo
-	@$(BIN)/dvc metrics show reports/metrics.json
+	@echo "Ablation on the test split (HITS@5 and MRR per task):"
+	@cat reports/ablation.md
 	@echo
-	@echo "metrics:     reports/metrics.json (plots: reports/plots/, training curves: reports/train/)"
+	@echo "metrics:     reports/metrics.json, reports/ablation.md (dvc metrics show; dvc plots show)"
+	@echo "plots:       reports/plots/hits_at_k.csv, training curves in reports/train/"
 	@echo "data gate:   reports/validation/validation.json and Data Docs under reports/validation/gx/"
 	@echo "model:       models/model.pt   index: index/catalog.faiss"
 	@echo "try:         $(VENV)/bin/vlclip recommend demo-00000  |  $(VENV)/bin/vlclip search 'red soda can'"

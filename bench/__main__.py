@@ -9,13 +9,16 @@ from pathlib import Path
 
 import torch
 
-from bench import embed_throughput
+from bench import embed_throughput, grounding_throughput
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 README = ROOT / "README.md"
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
-BENCHMARKS = {"embed_throughput": embed_throughput.run}
+BENCHMARKS = {
+    "embed_throughput": embed_throughput.run,
+    "grounding_throughput": grounding_throughput.run,
+}
 
 
 def machine() -> str:

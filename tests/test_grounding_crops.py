@@ -3,7 +3,7 @@
 import pytest
 from PIL import Image
 
-from vlclip.grounding.crops import crop, full_box, pad_and_clamp
+from vlclip.grounding.crops import box_iou, choose_box, crop, full_box, pad_and_clamp
 
 
 def test_margin_pads_each_side_by_a_share_of_the_box():
@@ -31,3 +31,25 @@ def test_crop_rounds_outwards_and_limits_size():
     image = Image.new("RGB", (400, 200))
     assert crop(image, (10.4, 20.6, 30.2, 40.1), max_side=256).size == (21, 21)
     assert max(crop(image, full_box(400, 200), max_side=100).size) == 100
+
+
+def test_iou_of_identical_disjoint_and_half_overlapping_boxes():
+    assert box_iou((0, 0, 10, 10), (0, 0, 10, 10)) == 1.0
+    assert box_iou((0, 0, 10, 10), (10, 0, 20, 10)) == 0.0
+    assert box_iou((0, 0, 10, 10), (5, 0, 15, 10)) == pytest.approx(50 / 150)
+    assert box_iou((0, 0, 0, 10), (0, 0, 0, 10)) == 0.0
+
+
+def test_confident_box_is_padded_and_weak_or_missing_box_falls_back():
+    assert choose_box((10, 10, 30, 30), 0.9, 0.3, 0.1, 100, 80) == ((8, 8, 32, 32), False)
+    assert choose_box((10, 10, 30, 30), 0.2, 0.3, 0.1, 100, 80) == ((0, 0, 100, 80), True)
+    assert choose_box(None, 1.0, 0.3, 0.1, 100, 80) == ((0, 0, 100, 80), True)
+
+
+def test_score_exactly_at_the_threshold_keeps_the_box():
+    assert choose_box((10, 10, 30, 30), 0.3, 0.3, 0.0, 100, 80) == ((10, 10, 30, 30), False)
+
+
+def test_degenerate_or_outside_box_falls_back_even_when_confident():
+    assert choose_box((50, 50, 50, 70), 0.99, 0.3, 0.05, 100, 80)[1] is True
+    assert choose_box((200, 200, 300, 300), 0.99, 0.3, 0.05, 100, 80)[1] is True

@@ -100,7 +100,7 @@ def test_dvc_repro_runs_every_stage(workspace):
             assert values["queries"] > 0
     ablation = json.loads((workspace / "reports/ablation.json").read_text())
     assert len(ablation) == 4
-    assert list(ablation.values())[-1] == metrics["model"]  # the last row is the full method
+    assert ablation["+ enrichment = VL-CLIP"] == metrics["model"]  # the full method's row
     assert "| + grounding (crops) |" in (workspace / "reports/ablation.md").read_text()
     assert (workspace / "models/model.pt").is_file()
     assert (workspace / "index/catalog.faiss").is_file()
@@ -124,6 +124,19 @@ def test_recommend_and_search_use_the_index(workspace):
     assert len([line for line in result.stdout.splitlines() if "demo-" in line]) == 2
     missing = _run(["vlclip", "recommend", "no-such-item"], workspace, check=False)
     assert missing.returncode == 1 and "no-such-item" in missing.stderr
+
+
+def test_embed_any_catalog_folder(workspace, tmp_path):
+    import pandas as pd
+
+    out = tmp_path / "vectors"
+    _run(["vlclip", "embed", "--catalog", "data/catalog", "--out", str(out)], workspace)
+    items = pd.read_parquet(out / "items_image.parquet")
+    queries = pd.read_parquet(out / "queries_image.parquet")
+    catalog = pd.read_parquet(workspace / "data/catalog/items.parquet")
+    assert items["item_id"].tolist() == catalog["item_id"].tolist()
+    assert len(items["vector"][0]) == 32  # vlclip-micro's embed_dim
+    assert len(queries) > 0
 
 
 def test_outputs_are_cached_and_pushed_to_the_local_remote(workspace):

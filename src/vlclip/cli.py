@@ -139,12 +139,25 @@ def train_command(params: ParamsOption = DEFAULT_PARAMS) -> None:
 
 
 @app.command("embed")
-def embed_command(params: ParamsOption = DEFAULT_PARAMS) -> None:
-    """Image and text embeddings of every item and query photo to data/embeddings/."""
+def embed_command(
+    params: ParamsOption = DEFAULT_PARAMS,
+    catalog: Annotated[
+        Path | None,
+        typer.Option(
+            help="Any catalog folder written by `vlclip ingest` (default: the "
+            "pipeline's, with grounded crops and enriched texts)."
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Output folder (default: data/embeddings).")
+    ] = None,
+) -> None:
+    """Image and text embeddings (Parquet, with ids) of every item and query photo."""
     from vlclip.stages import run_embed
 
     settings = _params(params)
-    _run(lambda: run_embed(settings, _layout()))
+    target = _run(lambda: run_embed(settings, _layout(), catalog, out))
+    typer.echo(f"embeddings: {target}/")
 
 
 @app.command("evaluate")

@@ -115,23 +115,76 @@ class ValidateParams(Section):
 
 
 class GroundParams(Section):
-    detector: Literal["full_image"] = "full_image"
+    detector: Literal["saliency", "grounding_dino", "owlv2", "full_image"] = "saliency"
+    """saliency: weight-free, offline; grounding_dino / owlv2: transformers models (GPU advised);
+    full_image: no grounding (the ablation baseline)."""
+    checkpoint: str | None = None
+    """Hugging Face hub id or local folder for grounding_dino / owlv2; None: the backend's
+    default (IDEA-Research/grounding-dino-tiny, google/owlv2-base-patch16-ensemble)."""
     box_threshold: Annotated[float, Field(ge=0.0, le=1.0)] = 0.3
+    """Below this detection score the full image is kept (``fallback``)."""
+    text_threshold: Annotated[float, Field(ge=0.0, le=1.0)] = 0.25
+    """grounding_dino: a box counts only if some prompt token scores at least this."""
     margin: NonNegativeFloat = 0.05
     """Padding around the chosen box, as a fraction of its width and height."""
     crop_max_side: Annotated[int, Field(ge=32)] = 256
     crop_quality: Annotated[int, Field(ge=50, le=100)] = 95
     batch_size: PositiveInt = 16
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    """auto: CUDA when PyTorch sees a GPU, else CPU (transformers backends only)."""
+    exemplars_per_prompt: PositiveInt = 8
+    """saliency: catalog photos per product type whose silhouettes teach it the prompt's shape."""
+    cache_dir: Path = Path(".vlclip-cache/ground")
+    """Detections by content hash: unchanged photos are not detected again; a killed run resumes."""
+    report_samples: Annotated[int, Field(ge=0)] = 24
+    """Photos per table drawn in reports/grounding.html."""
 
 
 # --------------------------------------------------------------------------- enrich
 
 
 class EnrichParams(Section):
-    backend: Literal["rule_based"] = "rule_based"
-    max_chars: Annotated[int, Field(ge=32)] = 300
+    backend: Literal["auto", "rule_based", "anthropic"] = "auto"
+    """auto: the Claude agent when ANTHROPIC_API_KEY is set, else the offline normaliser."""
+    max_chars: Annotated[int, Field(ge=32, le=2000)] = 300
     glossary_path: Path | None = None
     """A JSON glossary of shop abbreviations; None uses the packaged one."""
+
+    # The Claude agent (backend anthropic): summarise -> evaluate -> refine.
+    mode: Literal["realtime", "batch"] = "realtime"
+    """realtime: concurrent Messages calls; batch: one Message Batch per agent round."""
+    model: str = "claude-haiku-4-5"
+    max_tokens: Annotated[int, Field(ge=64, le=64_000)] = 1024
+    temperature: Annotated[float, Field(ge=0.0, le=1.0)] | None = 0.0
+    """None sends no temperature (models that reject sampling parameters need that)."""
+    structured_output: Literal["tool", "json_schema"] = "tool"
+    """tool: forced tool call with a JSON schema; json_schema: output_config.format, for models
+    that reject a forced tool_choice."""
+    max_rounds: Annotated[int, Field(ge=1, le=10)] = 3
+    """Drafts per item: the first summary plus up to max_rounds - 1 refinements."""
+    max_invalid_replies: Annotated[int, Field(ge=0, le=5)] = 2
+    """Malformed replies retried per step before the item falls back to the offline text."""
+    prompt_version: Annotated[str, Field(min_length=1, max_length=64)] = "v1"
+    """Part of every cache key: change it to get fresh replies for every item."""
+    image_input: Literal["none", "evaluate", "all"] = "evaluate"
+    """Which steps see the grounded crop (data/crops) as an image."""
+    concurrency: Annotated[int, Field(ge=1, le=64)] = 4
+    timeout_s: Annotated[float, Field(gt=0.0)] = 60.0
+    max_retries: Annotated[int, Field(ge=0, le=20)] = 5
+    """Retries of one call on 429, 529, other 5xx, timeouts and dropped connections."""
+    backoff_initial_s: NonNegativeFloat = 1.0
+    backoff_max_s: NonNegativeFloat = 60.0
+    """Exponential backoff bounds when the server sends no retry-after header."""
+    batch_poll_s: Annotated[float, Field(gt=0.0)] = 30.0
+    batch_timeout_s: Annotated[float, Field(gt=0.0)] = 86_400.0
+    """Stop waiting after this long; the batch id is kept and the next run resumes it."""
+    batch_max_requests: Annotated[int, Field(ge=1, le=100_000)] = 10_000
+    cache_dir: Path = Path(".vlclip-cache/enrich")
+    """Reply cache and batch state; outside data/enriched, which is replaced on every run."""
+    prices_path: Path | None = None
+    """Per-model token prices (JSON); None uses src/vlclip/enrich/prices.json."""
+    base_url: str | None = None
+    """API endpoint override (a gateway); None uses ANTHROPIC_BASE_URL or the public API."""
 
 
 # --------------------------------------------------------------------------- model / train
@@ -145,6 +198,7 @@ class ModelParams(Section):
 
 
 Device = Literal["auto", "cpu", "cuda", "mps"]
+AreaShare = Annotated[float, Field(gt=0.0, le=1.0)]
 
 
 class TrainParams(Section):
@@ -157,6 +211,8 @@ class TrainParams(Section):
     device: Device = "auto"
     use_catalog_images: bool = True
     """Train on catalog listings as well as on the train-split query photos."""
+    crop_scale: tuple[AreaShare, AreaShare] = (0.6, 1.0)
+    """Random-resized-crop area range for training images (no colour jitter: colour is identity)."""
     max_train_minutes: NonNegativeFloat = 0.0
     """Stop early after this much wall time (0 = no limit)."""
 

@@ -51,7 +51,11 @@ def resolve_device(device: str) -> torch.device:
 
 
 def create_bundle(
-    name: str, pretrained: str | None = None, device: str = "cpu", seed: int | None = None
+    name: str,
+    pretrained: str | None = None,
+    device: str = "cpu",
+    seed: int | None = None,
+    augmentation: dict[str, Any] | None = None,
 ) -> ClipBundle:
     """Build ``name`` with open_clip; random init is seeded so baselines are reproducible."""
     if seed is not None:
@@ -64,7 +68,7 @@ def create_bundle(
     root_logger.setLevel(logging.ERROR)
     try:
         model, preprocess_train, preprocess_eval = open_clip.create_model_and_transforms(
-            name, pretrained=pretrained, device=target
+            name, pretrained=pretrained, device=target, aug_cfg=augmentation
         )
     finally:
         root_logger.setLevel(previous)
@@ -80,8 +84,13 @@ def create_bundle(
     )
 
 
-def bundle_from_params(params: ModelParams, device: str = "cpu", seed: int | None = None):
-    return create_bundle(params.name, params.pretrained, device=device, seed=seed)
+def bundle_from_params(
+    params: ModelParams,
+    device: str = "cpu",
+    seed: int | None = None,
+    augmentation: dict[str, Any] | None = None,
+) -> ClipBundle:
+    return create_bundle(params.name, params.pretrained, device, seed, augmentation)
 
 
 def save_checkpoint(bundle: ClipBundle, folder: Path, card: dict[str, Any]) -> Path:

@@ -89,25 +89,23 @@ def run_validate(params: Params, layout: Layout) -> dict:
 
 
 def run_ground(params: Params, layout: Layout) -> pd.DataFrame:
-    from vlclip.grounding import ground
+    """Crop every photo to its product; score the crops against true boxes where known."""
+    from vlclip.grounding import ground, write_grounding_report
 
-    return ground(load_catalog(layout.validated), params.ground, layout.crops)
+    catalog = load_catalog(layout.validated)
+    boxes = ground(catalog, params.ground, layout.crops)
+    write_grounding_report(catalog, boxes, params.ground, layout.crops, layout.reports)
+    return boxes
 
 
 def run_enrich(params: Params, layout: Layout) -> pd.DataFrame:
+    """Product texts; the Claude agent also looks at the grounded crops when they exist."""
     from vlclip.enrich import enrich
 
-    texts = enrich(load_catalog(layout.validated), params.enrich, layout.enriched)
-    write_json(
-        layout.reports / "enrich.json",
-        {
-            "backend": params.enrich.backend,
-            "items": len(texts),
-            "flagged": int(texts["flagged"].sum()),
-            "mean_chars": float(texts["text"].str.len().mean()) if len(texts) else 0.0,
-        },
-    )
-    return texts
+    crops = layout.crops if layout.crops.is_dir() else None
+    result = enrich(load_catalog(layout.validated), params.enrich, layout.enriched, crops)
+    write_json(layout.reports / "enrich.json", result.report)
+    return result.texts
 
 
 def pipeline_views(layout: Layout) -> CatalogViews:
@@ -159,16 +157,28 @@ def run_train(params: Params, layout: Layout) -> TrainResult:
     return result
 
 
-def run_embed(params: Params, layout: Layout) -> None:
-    from vlclip.embed import embed_catalog, save_embeddings
+def run_embed(
+    params: Params, layout: Layout, catalog_dir: Path | None = None, out_dir: Path | None = None
+) -> Path:
+    """Embed the pipeline's catalog (grounded crops, enriched texts), or any catalog folder.
+
+    A catalog folder from ``vlclip ingest`` elsewhere is embedded as it is: its own photos and
+    titles, with the current model.
+    """
+    from vlclip.embed import embed_catalog, original_views, save_embeddings
     from vlclip.model import load_checkpoint
 
-    catalog = load_catalog(layout.validated)
+    catalog = load_catalog(catalog_dir or layout.validated)
+    views = original_views(catalog) if catalog_dir else pipeline_views(layout)
     bundle = load_checkpoint(layout.models, device=params.embed.device)
     embeddings = embed_catalog(
-        bundle, catalog.items, catalog.queries, pipeline_views(layout), params.embed.batch_size
+        bundle, catalog.items, catalog.queries, views, params.embed.batch_size
     )
-    save_embeddings(embeddings, layout.embeddings)
+    target = out_dir or layout.embeddings
+    save_embeddings(embeddings, target)
+    log.info("embedded %d items and %d query photos -> %s", len(catalog.items),
+             len(catalog.queries), target)
+    return target
 
 
 def run_evaluate(params: Params, layout: Layout) -> dict:

@@ -134,7 +134,9 @@ def train(
     if len(train_pairs) < 2:
         raise ValueError(f"need at least 2 training pairs, got {len(train_pairs)}")
     seed_everything(params.seed)
-    bundle = bundle_from_params(model_params, device=params.device, seed=params.seed)
+    bundle = bundle_from_params(
+        model_params, params.device, params.seed, {"scale": tuple(params.crop_scale)}
+    )
     model = bundle.model
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=params.lr, weight_decay=params.weight_decay

@@ -8,6 +8,7 @@ words, attribute keys to names, and units to their spoken form.
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from functools import cache
@@ -52,6 +53,18 @@ def _load_glossary(path: str) -> Glossary:
         drop_keys=frozenset(k.lower() for k in data.get("drop_keys", [])),
         attribute_order=tuple(data.get("attribute_order", [])),
     )
+
+
+def as_text(value: object) -> str:
+    """A table cell as text: missing values (None, NaN) become the empty string."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return str(value)
+
+
+def expand_title(title: str, glossary: Glossary) -> str:
+    """Shop jargon and units of a title spelled out: what the agent gets as a reading aid."""
+    return normalise_quantity(expand_words(title, glossary), glossary)
 
 
 def clean_text(text: str, max_chars: int) -> str:

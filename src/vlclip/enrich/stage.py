@@ -1,21 +1,36 @@
-"""The enrich stage: one concise, visual product text per catalog item."""
+"""The enrich stage: one concise, visual product text per catalog item.
+
+Backends: ``rule_based`` (offline, free, deterministic) and ``anthropic`` (the Claude agent in
+``agent.py``); ``auto`` picks the agent when ANTHROPIC_API_KEY is set. Whatever the backend,
+every item gets a non-empty text: the agent falls back to the rule-based text per item.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
-from tqdm.auto import tqdm
 
 from vlclip.catalog.schema import Catalog
 from vlclip.config import EnrichParams
-from vlclip.enrich.rule_based import Glossary, clean_text, enrich_item
+from vlclip.enrich.rule_based import Glossary, as_text, clean_text, enrich_item
 from vlclip.io import atomic_dir
 
 TEXTS_FILE = "texts.parquet"
-TEXT_COLUMNS = ("item_id", "text", "raw_text", "backend", "content_hash", "flagged")
+TEXT_COLUMNS = ("item_id", "text", "raw_text", "backend", "content_hash", "flagged", "status")
+RULE_BASED = "rule_based"
+ANTHROPIC = "anthropic"
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EnrichResult:
+    texts: pd.DataFrame
+    report: dict[str, Any] = field(default_factory=dict)
 
 
 def raw_text(title: str, description: str, max_chars: int) -> str:
@@ -23,38 +38,80 @@ def raw_text(title: str, description: str, max_chars: int) -> str:
     return clean_text(f"{title}. {description}" if description else title, max_chars)
 
 
-def enrich(catalog: Catalog, params: EnrichParams, out_dir: Path) -> pd.DataFrame:
+def resolve_backend(params: EnrichParams) -> str:
+    """``auto`` means the Claude agent when an API key is in the environment, else offline."""
+    from vlclip.enrich.anthropic_backend import API_KEY_ENV
+
+    if params.backend != "auto":
+        return params.backend
+    return ANTHROPIC if os.environ.get(API_KEY_ENV, "").strip() else RULE_BASED
+
+
+def enrich(
+    catalog: Catalog,
+    params: EnrichParams,
+    out_dir: Path,
+    crops_dir: Path | None = None,
+    client: Any = None,
+) -> EnrichResult:
+    """Write ``texts.parquet`` to ``out_dir``; crops (``data/crops``) are optional photo input."""
     glossary = Glossary.load(params.glossary_path)
-    rows = []
-    for item in tqdm(
-        catalog.items.itertuples(),
-        total=len(catalog.items),
-        desc=f"enriching ({params.backend})",
-        disable=None,
-    ):
-        text = enrich_item(
-            item.title,
-            item.product_type,
-            item.category,
-            item.attributes,
+    backend = resolve_backend(params)
+    items = catalog.items
+    offline = {
+        row.item_id: enrich_item(
+            as_text(row.title),
+            as_text(row.product_type),
+            as_text(row.category),
+            as_text(row.attributes),
             glossary,
             params.max_chars,
         )
+        for row in items.itertuples()
+    }
+    raw = {
+        row.item_id: raw_text(as_text(row.title), as_text(row.description), params.max_chars)
+        for row in items.itertuples()
+    }
+    if backend == ANTHROPIC:
+        from vlclip.enrich.run import run_agent
+
+        results, report = run_agent(catalog, params, offline, glossary, crops_dir, client)
+        chosen = {
+            item_id: (r.text, r.backend, r.flagged, r.status) for item_id, r in results.items()
+        }
+    else:
+        chosen = {
+            item_id: (text, RULE_BASED, False, RULE_BASED) for item_id, text in offline.items()
+        }
+        report = {"backend": RULE_BASED}
+    rows = []
+    for row in items.itertuples():
+        text, used, flagged, status = chosen[row.item_id]
+        text = text or offline[row.item_id] or raw[row.item_id] or str(row.item_id)
         rows.append(
             {
-                "item_id": item.item_id,
+                "item_id": row.item_id,
                 "text": text,
-                "raw_text": raw_text(item.title, item.description, params.max_chars),
-                "backend": params.backend,
-                "content_hash": item.content_hash,
-                "flagged": not text,
+                "raw_text": raw[row.item_id],
+                "backend": used,
+                "content_hash": row.content_hash,
+                "flagged": bool(flagged),
+                "status": status,
             }
         )
     texts = pd.DataFrame(rows, columns=list(TEXT_COLUMNS))
     with atomic_dir(out_dir) as staging:
         texts.to_parquet(staging / TEXTS_FILE, index=False)
-    log.info("enriched %d items with %s", len(texts), params.backend)
-    return texts
+    report = {
+        "requested_backend": params.backend,
+        **report,
+        "items": len(texts),
+        "flagged": int(texts["flagged"].sum()),
+        "mean_chars": float(texts["text"].str.len().mean()) if len(texts) else 0.0,
+    }
+    log.info("enriched %d items with %s (%d flagged)", len(texts), backend, report["flagged"])
+    return EnrichResult(texts, report)
 
 
 def load_texts(enriched_dir: Path, column: str = "text") -> dict[str, str]:

@@ -37,3 +37,29 @@ def crop(image: Image.Image, box: Box, max_side: int) -> Image.Image:
     if max(region.size) > max_side:
         region.thumbnail((max_side, max_side), Image.Resampling.BICUBIC)
     return region
+
+
+def box_iou(a: Box, b: Box) -> float:
+    """Intersection over union of two boxes; 0 when either has no area."""
+    width = min(a[2], b[2]) - max(a[0], b[0])
+    height = min(a[3], b[3]) - max(a[1], b[1])
+    if width <= 0 or height <= 0:
+        return 0.0
+    inter = width * height
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def choose_box(
+    box: Box | None, score: float, threshold: float, margin: float, width: int, height: int
+) -> tuple[Box, bool]:
+    """The region to crop and whether it is the full-image fallback.
+
+    VL-CLIP keeps the detector's best box, padded, when its score reaches the threshold, and
+    the whole photo otherwise (a missed product is better than a confident wrong crop).
+    """
+    if box is not None and score >= threshold:
+        padded = pad_and_clamp(box, margin, width, height)
+        if padded is not None:
+            return padded, False
+    return full_box(width, height), True

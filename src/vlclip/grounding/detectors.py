@@ -1,11 +1,25 @@
-"""Detector backends behind one protocol; ``ground.detector`` in params.yaml picks one."""
+"""Detector backends behind one protocol; ``ground.detector`` in params.yaml picks one.
+
+A backend is an entry in :data:`DETECTORS`: a name and a factory that builds it from the
+``ground`` params. Hugging Face models (Grounding DINO, OWLv2) share one class configured by a
+small :class:`~vlclip.grounding.hf.HFBackend` record, so adding a model is adding a record.
+Factories import their dependencies when called: choosing the weight-free detector never
+imports torch or transformers.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from PIL import Image
+
+from vlclip.config import GroundParams
+
+
+class DetectorUnavailable(ValueError):
+    """The detector cannot run at all (weights missing or unloadable): stop, not per photo."""
 
 
 @dataclass(frozen=True)
@@ -19,9 +33,24 @@ class Detection:
 class Detector(Protocol):
     name: str
 
-    def detect(self, images: list[Image.Image], prompts: list[str]) -> list[Detection | None]:
-        """The best box for each image given its text prompt, or None when nothing is found."""
+    def fingerprint(self) -> str:
+        """Everything that changes this detector's boxes (weights, thresholds, version)."""
         ...
+
+    def format_prompt(self, product_type: str) -> str:
+        """The text this detector is prompted with for a product type."""
+        ...
+
+    def detect(self, images: list[Image.Image], prompts: list[str]) -> list[Detection | None]:
+        """The best box for each image given its (formatted) prompt, or None when none."""
+        ...
+
+
+@runtime_checkable
+class LearnsFromExemplars(Protocol):
+    """A detector that needs example photos of each prompt before it can detect it."""
+
+    def fit_exemplars(self, exemplars: Mapping[str, Sequence[Image.Image]]) -> None: ...
 
 
 class FullImageDetector:
@@ -29,15 +58,49 @@ class FullImageDetector:
 
     name = "full_image"
 
+    def fingerprint(self) -> str:
+        return self.name
+
+    def format_prompt(self, product_type: str) -> str:
+        return " ".join(str(product_type).lower().split())
+
     def detect(self, images: list[Image.Image], prompts: list[str]) -> list[Detection | None]:
         return [Detection((0.0, 0.0, float(im.width), float(im.height)), 1.0) for im in images]
 
 
-DETECTORS: dict[str, type] = {"full_image": FullImageDetector}
+def _full_image(params: GroundParams) -> Detector:
+    return FullImageDetector()
 
 
-def make_detector(name: str) -> Detector:
+def _saliency(params: GroundParams) -> Detector:
+    from vlclip.grounding.saliency import SaliencyDetector
+
+    return SaliencyDetector()
+
+
+def _hugging_face(backend_name: str) -> Callable[[GroundParams], Detector]:
+    def build(params: GroundParams) -> Detector:
+        from vlclip.grounding.hf import HF_BACKENDS, HFDetector
+
+        return HFDetector.from_params(HF_BACKENDS[backend_name], params)
+
+    return build
+
+
+DETECTORS: dict[str, Callable[[GroundParams], Detector]] = {
+    "saliency": _saliency,
+    "grounding_dino": _hugging_face("grounding_dino"),
+    "owlv2": _hugging_face("owlv2"),
+    "full_image": _full_image,
+}
+
+
+def make_detector(params: GroundParams) -> Detector:
+    """Build the backend ``params.detector`` names."""
     try:
-        return DETECTORS[name]()
+        factory = DETECTORS[params.detector]
     except KeyError:
-        raise ValueError(f"unknown detector {name!r}; choose one of {sorted(DETECTORS)}") from None
+        raise ValueError(
+            f"unknown detector {params.detector!r}; choose one of {sorted(DETECTORS)}"
+        ) from None
+    return factory(params)
