@@ -18,6 +18,7 @@ IMAGES = 512
 BATCH_SIZE = 64
 MODEL = "vlclip-tiny"
 REPEATS = 3
+ROUNDS = 3
 
 
 def _prepare(folder: Path) -> list[Path]:
@@ -80,21 +81,22 @@ def _child(name: str, folder: str) -> None:
 
 
 def run() -> list[dict]:
+    """Variants alternate over ROUNDS processes each; the best round of each is kept, so a
+    burst of load on a shared machine does not land on one variant only."""
     with tempfile.TemporaryDirectory() as folder:
         _prepare(Path(folder))
-        measured = {}
-        for name in ("bare", "ours", "forward_only"):
-            output = (
-                subprocess.run(
+        measured: dict[str, dict] = {}
+        for _ in range(ROUNDS):
+            for name in ("bare", "ours", "forward_only"):
+                output = subprocess.run(
                     [sys.executable, "-m", "bench.embed_throughput", name, folder],
                     capture_output=True,
                     text=True,
                     check=True,
-                )
-                .stdout.strip()
-                .splitlines()[-1]
-            )
-            measured[name] = json.loads(output)
+                ).stdout.strip().splitlines()[-1]
+                result = json.loads(output)
+                if name not in measured or result["seconds"] < measured[name]["seconds"]:
+                    measured[name] = result
     rows = []
     baseline = measured["bare"]["images"] / measured["bare"]["seconds"]
     labels = {

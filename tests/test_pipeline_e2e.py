@@ -39,8 +39,12 @@ def _merge(base: dict, override: dict) -> dict:
 
 
 def _run(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    # never reach the real API from tests, whatever the developer's shell exports
+    inherited = {
+        k: v for k, v in os.environ.items() if k not in ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL")
+    }
     env = {
-        **os.environ,
+        **inherited,
         "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
         "DVC_NO_ANALYTICS": "1",
         "GX_ANALYTICS_ENABLED": "False",

@@ -71,6 +71,11 @@ def _run(action: Callable[[], T]) -> T:
     except (FileNotFoundError, KeyError, ValueError) as error:
         typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from None
+    except RuntimeError as error:  # our own stage errors (e.g. a batch still pending)
+        if not type(error).__module__.startswith("vlclip."):
+            raise
+        typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from None
 
 
 def _layout():
