@@ -7,12 +7,12 @@ model at the same batch size; each runs in its own process so peak memory is its
 from __future__ import annotations
 
 import json
-import resource
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from bench.timing import best_time, peak_rss_mb
 
 IMAGES = 512
 BATCH_SIZE = 64
@@ -64,19 +64,13 @@ def _variant(name: str, paths: list[Path]) -> float:
             model.encode_image(pixels)
 
     run = {"ours": ours, "bare": bare, "forward_only": forward_only}[name]
-    run()
-    times = []
-    for _ in range(REPEATS):
-        started = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - started)
-    return min(times)
+    return best_time(run, REPEATS)
 
 
 def _child(name: str, folder: str) -> None:
     paths = sorted(Path(folder).rglob("*.png"))[:IMAGES]
     seconds = _variant(name, paths)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = peak_rss_mb()
     print(json.dumps({"seconds": seconds, "peak_rss_mb": peak, "images": len(paths)}))
 
 
@@ -88,12 +82,16 @@ def run() -> list[dict]:
         measured: dict[str, dict] = {}
         for _ in range(ROUNDS):
             for name in ("bare", "ours", "forward_only"):
-                output = subprocess.run(
-                    [sys.executable, "-m", "bench.embed_throughput", name, folder],
-                    capture_output=True,
-                    text=True,
-                    check=True,
-                ).stdout.strip().splitlines()[-1]
+                output = (
+                    subprocess.run(
+                        [sys.executable, "-m", "bench.embed_throughput", name, folder],
+                        capture_output=True,
+                        text=True,
+                        check=True,
+                    )
+                    .stdout.strip()
+                    .splitlines()[-1]
+                )
                 result = json.loads(output)
                 if name not in measured or result["seconds"] < measured[name]["seconds"]:
                     measured[name] = result

@@ -12,12 +12,13 @@ detector against no grounding (the full photo).
 from __future__ import annotations
 
 import json
-import resource
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from bench.timing import best_time, peak_rss_mb
 
 PHOTOS = 96
 BATCH_SIZE = 16
@@ -92,13 +93,7 @@ def _variant(name: str, folder: Path) -> tuple[float, int]:
             detector.detect(images, [detector.format_prompt(r.prompt) for r in batch])
 
     run = stage if name.endswith("stage") else bare
-    run()
-    times = []
-    for _ in range(REPEATS):
-        started = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - started)
-    return min(times), len(records)
+    return best_time(run, REPEATS), len(records)
 
 
 def _child(name: str, folder: str) -> None:
@@ -106,7 +101,7 @@ def _child(name: str, folder: str) -> None:
 
     torch.set_num_threads(TORCH_THREADS)
     seconds, photos = _variant(name, Path(folder))
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = peak_rss_mb()
     print(json.dumps({"seconds": seconds, "peak_rss_mb": peak, "photos": photos}))
 
 
@@ -122,7 +117,7 @@ def _quality(folder: Path) -> list[dict]:
         params = GroundParams(detector=detector, cache_dir=folder / f"quality-cache-{detector}")
         boxes = ground(catalog, params, folder / f"quality-{detector}")
         seconds = time.perf_counter() - started
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        peak = peak_rss_mb()
         measured[detector] = (grounding_metrics(catalog, boxes), len(boxes) / seconds, peak)
     rows = []
     baseline = measured["full_image"][0]
