@@ -56,7 +56,7 @@ def _variant(name: str, folder: Path) -> tuple[float, int]:
     from vlclip.config import GroundParams
     from vlclip.grounding import ground, make_detector
     from vlclip.grounding.detectors import LearnsFromExemplars
-    from vlclip.grounding.stage import exemplar_choice, records_of
+    from vlclip.grounding.stage import plan, records_of
     from vlclip.images import load_rgb
 
     catalog = load_catalog(folder / "catalog")
@@ -80,17 +80,15 @@ def _variant(name: str, folder: Path) -> tuple[float, int]:
 
     @torch.inference_mode()
     def bare() -> None:
-        if isinstance(detector, LearnsFromExemplars):  # the same studio photos as the stage
-            prompts = {record: detector.format_prompt(record.prompt) for record in records}
-            hashes = {record: record.sha256 for record in records}
-            chosen = exemplar_choice(records, prompts, hashes, params.exemplars_per_prompt)
+        work = plan(catalog, params, detector)  # the same prompts and exemplars as the stage
+        if isinstance(detector, LearnsFromExemplars):
             detector.fit_exemplars(
-                {prompt: [load_rgb(r.image) for r in group] for prompt, group in chosen.items()}
+                {p: [load_rgb(r.image) for r in group] for p, group in work.exemplars.items()}
             )
         for start in range(0, len(records), BATCH_SIZE):
             batch = records[start : start + BATCH_SIZE]
             images = [load_rgb(record.image) for record in batch]
-            detector.detect(images, [detector.format_prompt(r.prompt) for r in batch])
+            detector.detect(images, [work.prompts[r] for r in batch])
 
     run = stage if name.endswith("stage") else bare
     return best_time(run, REPEATS), len(records)
@@ -112,19 +110,24 @@ def _quality(folder: Path) -> list[dict]:
 
     catalog = _catalog(folder / "quality", QUALITY_PRODUCTS, QUALITY_QUERIES)
     measured = {}
-    for detector in ("full_image", "saliency"):
+    for detector, query_prompt in QUALITY_VARIANTS:
         started = time.perf_counter()
-        params = GroundParams(detector=detector, cache_dir=folder / f"quality-cache-{detector}")
-        boxes = ground(catalog, params, folder / f"quality-{detector}")
+        name = f"{detector}-{query_prompt}"
+        params = GroundParams(
+            detector=detector, query_prompt=query_prompt, cache_dir=folder / f"q-cache-{name}"
+        )
+        boxes = ground(catalog, params, folder / f"quality-{name}")
         seconds = time.perf_counter() - started
         peak = peak_rss_mb()
-        measured[detector] = (grounding_metrics(catalog, boxes), len(boxes) / seconds, peak)
+        measured[name] = (grounding_metrics(catalog, boxes), len(boxes) / seconds, peak)
     rows = []
-    baseline = measured["full_image"][0]
-    for detector, (metrics, speed, peak) in measured.items():
+    baseline = measured["full_image-vocabulary"][0]
+    for name, (metrics, speed, peak) in measured.items():
         for table in ("queries", "items"):
+            if name.endswith("oracle") and table == "items":
+                continue  # listings are prompted with their own type either way
             iou = metrics[table]["mean_iou"]
-            label = "full photo, no grounding (baseline)" if detector == "full_image" else detector
+            label = QUALITY_LABELS[name]
             rows.append(
                 {
                     "variant": f"{label}: mean IoU with true boxes, demo {table}",
@@ -139,6 +142,18 @@ def _quality(folder: Path) -> list[dict]:
                 }
             )
     return rows
+
+
+QUALITY_VARIANTS = (
+    ("full_image", "vocabulary"),
+    ("saliency", "vocabulary"),
+    ("saliency", "oracle"),
+)
+QUALITY_LABELS = {
+    "full_image-vocabulary": "full photo, no grounding (baseline)",
+    "saliency-vocabulary": "saliency, query photos prompted with the vocabulary (no label)",
+    "saliency-oracle": "saliency, ORACLE: query photos prompted with their true type",
+}
 
 
 def run() -> list[dict]:

@@ -350,7 +350,10 @@ def test_agent_writes_accepted_texts_with_cached_instructions(fake, tmp_path, ca
     assert list(texts["status"]) == ["accepted"] * 3
     assert not texts["flagged"].any() and set(texts["backend"]) == {"anthropic"}
     assert texts.loc[0, "text"] == "Soda can, item 0 blue."
-    assert texts.loc[0, "raw_text"] == "ITEM 0 BLU. Case pack 12."
+    # the raw baseline: every field the agent sees, verbatim (title, type, category, JSON, text)
+    assert texts.loc[0, "raw_text"] == (
+        'ITEM 0 BLU. soda can. beverages. {"clr": "rd", "sec_clr": "blu"}. Case pack 12.'
+    )
     stored = pd.read_parquet(tmp_path / "enriched" / "texts.parquet")
     assert list(stored.columns)[:6] == ["item_id", "text", "raw_text", "backend",
                                         "content_hash", "flagged"]

@@ -4,15 +4,21 @@ import json
 
 import pytest
 
-from vlclip.catalog import synthetic
 from vlclip.enrich.rule_based import (
     Glossary,
     attribute_sentence,
     clean_text,
     enrich_item,
+    expand_title,
     expand_words,
     normalise_quantity,
 )
+
+# Abbreviations any retail merchandising team reads at sight; the glossary must know them.
+COMMON_RETAIL_ABBREVIATIONS = {
+    "ORG": "organic", "BTL": "bottle", "PK": "pack", "CTN": "carton", "LRG": "large",
+    "SM": "small", "BLK": "black", "WHT": "white", "ASST": "assorted", "EA": "each",
+}
 
 
 @pytest.fixture(scope="module")
@@ -20,15 +26,17 @@ def glossary() -> Glossary:
     return Glossary.load()
 
 
-def test_glossary_covers_the_demo_catalogs_jargon(glossary):
-    for table in (
-        synthetic.COLOR_ABBREVIATIONS,
-        synthetic.PATTERN_ABBREVIATIONS,
-        synthetic.TYPE_ABBREVIATIONS,
-        synthetic.MODIFIER_ABBREVIATIONS,
-    ):
-        for abbreviation, word in table.items():
-            assert glossary.words[abbreviation.lower()] == word
+def test_glossary_reads_common_retail_abbreviations(glossary):
+    for abbreviation, word in COMMON_RETAIL_ABBREVIATIONS.items():
+        assert expand_words(abbreviation, glossary) == word
+        assert expand_words(abbreviation.capitalize() + ".", glossary) == word  # "Org."
+
+
+def test_glossary_words_never_hide_a_unit(glossary):
+    """Words are expanded before units are read: no word may turn "2 LTR" into "2 litter"."""
+    for unit in glossary.units:
+        typed = f"2 {unit.upper()}"
+        assert expand_title(typed, glossary) == normalise_quantity(f"2 {unit}", glossary), unit
 
 
 def test_words_and_units_are_expanded(glossary):
@@ -70,6 +78,6 @@ def test_enriched_text_is_capped_and_clean(glossary):
 
 
 def test_enrichment_is_deterministic_and_tolerates_bad_attributes(glossary):
-    first = enrich_item("GRN TEA TN", "tea tin", "pantry", "not json", glossary, 300)
-    assert first == enrich_item("GRN TEA TN", "tea tin", "pantry", "not json", glossary, 300)
+    first = enrich_item("GRN TEA TIN", "tea tin", "pantry", "not json", glossary, 300)
+    assert first == enrich_item("GRN TEA TIN", "tea tin", "pantry", "not json", glossary, 300)
     assert first == "Tea tin (pantry). green tea tin."

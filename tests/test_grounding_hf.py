@@ -85,7 +85,8 @@ def test_detector_loads_a_local_checkpoint_and_returns_boxes_inside_the_image(
         )
         for seed in range(3)
     ]
-    prompts = [detector.format_prompt(text) for text in ("soda can", "cereal box", "jar")]
+    prompts = [(detector.format_prompt(text),) for text in ("soda can", "cereal box", "jar")]
+    prompts[-1] = tuple(detector.format_prompt(t) for t in ("soda can", "cereal box", "jar"))
     found = detector.detect(images, prompts)
     assert len(found) == len(images)
     for image, detection in zip(images, found, strict=True):

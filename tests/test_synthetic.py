@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,9 @@ from vlclip.config import SyntheticSource
 
 SMALL = SyntheticSource(seed=3, num_products=48, queries_per_product=2, image_size=96)
 BACKGROUND_TOLERANCE = 10  # 8-bit levels; catalog backgrounds are a smooth vertical sweep
+MIN_SHORTENED_TITLE_SHARE = 0.8  # titles with at least one shortened word: jargon, not prose
+MIN_VARIED_SHARE = 0.7  # words of the default catalog written in two forms or more
+MIN_UNIT_SPELLINGS = 2  # spellings of each unit across the default catalog, case aside
 
 
 def _generate(source: SyntheticSource, folder: Path, workers: int = 1) -> SourceTables:
@@ -101,16 +105,21 @@ def test_default_catalog_uses_every_type_and_unique_looks():
     assert len(set(many)) == len(many)
 
 
-def test_abbreviation_tables_never_disagree():
-    tables = (synthetic.COLOR_ABBREVIATIONS, synthetic.PATTERN_ABBREVIATIONS,
-              synthetic.TYPE_ABBREVIATIONS, synthetic.MODIFIER_ABBREVIATIONS)
-    meaning: dict[str, str] = {}
-    for table in tables:
-        for abbreviation, word in table.items():
-            assert abbreviation == abbreviation.lower()
-            assert meaning.setdefault(abbreviation, word) == word
-    words = list(synthetic.TYPE_ABBREVIATIONS.values())
-    assert len(set(words)) == len(words)  # each type word has one abbreviation
+def _is_subsequence(form: str, word: str) -> bool:
+    letters = iter(word)
+    return all(letter in letters for letter in form)
+
+
+def test_short_forms_are_made_by_rules_not_tables():
+    """Every shortened form keeps its word's first letter and the order of its letters."""
+    for word in synthetic.VOCABULARY:
+        forms = synthetic.spellings(word)
+        assert word in forms
+        for form in forms - {word}:
+            if form.isdigit():  # "two" -> "2"
+                continue
+            assert form[0] == word[0] and _is_subsequence(form, word), (word, form)
+            assert len(form) < len(word)
 
 
 # --------------------------------------------------------------------------- tables
@@ -154,29 +163,93 @@ def test_fractions_that_leave_no_training_data_are_refused(tmp_path):
         _generate(source, tmp_path)
 
 
-def test_titles_are_abbreviated_shop_jargon(demo):
+def _words(text: str) -> list[str]:
+    """Lower-case word pieces of a title: split on spaces, joiners and periods."""
+    return [piece for piece in re.split(r"[\s/,&.\-]+", text.lower()) if piece]
+
+
+def test_titles_are_shop_jargon_typed_inconsistently(demo):
     _, tables = demo
-    known = {*synthetic.COLOR_ABBREVIATIONS, *synthetic.PATTERN_ABBREVIATIONS,
-             *synthetic.TYPE_ABBREVIATIONS, *synthetic.MODIFIER_ABBREVIATIONS}
-    for title in tables.items["title"]:
-        assert title == title.upper()
-        tokens = {token for part in title.lower().split() for token in part.split("/")}
-        assert tokens & known, title
+    titles = list(tables.items["title"])
+    shortened = [any(piece not in synthetic.VOCABULARY and piece.isalpha()
+                     for piece in _words(title))
+                 for title in titles]
+    assert np.mean(shortened) >= MIN_SHORTENED_TITLE_SHARE
+    assert any(title == title.upper() for title in titles)
+    assert any(title != title.upper() for title in titles)  # case varies between listings
     assert tables.items["description"].str.len().gt(0).all()
 
 
-def test_attributes_are_json_with_abbreviated_values(demo):
+def test_attributes_are_json_with_coded_values(demo):
     _, tables = demo
-    units = set(synthetic.UNIT_ABBREVIATIONS)
+    colour_forms = {form for colour in synthetic.COLORS for form in synthetic.spellings(colour)}
     for text in tables.items["attributes"]:
         attributes = json.loads(text)
         assert text == json.dumps(attributes, sort_keys=True)
         colour = next(attributes[key] for key in ("clr", "color", "colour") if key in attributes)
-        assert colour in synthetic.COLOR_ABBREVIATIONS
+        assert colour in colour_forms
         size = next(attributes[key] for key in ("sz", "size", "vol", "net_wt", "qty", "count")
                     if key in attributes)
         amount, unit = size.split(" ", 1)
-        assert float(amount) > 0 and unit in units
+        assert float(amount) > 0 and unit in synthetic.UNITS
+
+
+# --------------------------------------------------------------------------- inconsistent jargon
+
+
+def test_listing_text_is_deterministic_from_the_seed(demo):
+    _, tables = demo
+    products, texts = synthetic._plan(SMALL)
+    again = synthetic._plan(SMALL)[1]
+    assert texts == again
+    assert [title for title, _, _ in texts] == list(tables.items["title"])
+    assert [text for _, _, text in texts] == list(tables.items["attributes"])
+    other = synthetic._plan(SMALL.model_copy(update={"seed": SMALL.seed + 1}))[1]
+    assert [title for title, _, _ in texts] != [title for title, _, _ in other]
+
+
+def _forms_by_word(source: SyntheticSource) -> dict[str, set[str]]:
+    """For each vocabulary word, the forms it was written in across the catalog's titles.
+
+    A piece of a title counts for a word of that product only when it cannot be a spelling of
+    any other word the product's title might contain, so no form is credited to the wrong word.
+    """
+    forms: dict[str, set[str]] = {}
+    claims = [word for modifier in synthetic.MODIFIERS for word in modifier.split()]
+    for product, (title, _, _) in zip(*synthetic._plan(source), strict=True):
+        phrases = (product.ptype.name, product.primary, product.secondary, product.pattern)
+        words = {w for phrase in phrases for w in phrase.replace("-", " ").split()}
+        candidates = {w: synthetic.spellings(w) for w in {*words, *claims}}
+        for piece in _words(title):
+            owners = [w for w, spelled in candidates.items() if piece in spelled]
+            if len(owners) == 1 and owners[0] in words:
+                forms.setdefault(owners[0], set()).add(piece)
+    return forms
+
+
+def test_the_same_word_is_written_in_several_forms():
+    forms = _forms_by_word(SyntheticSource())
+    varied = [word for word, seen in forms.items() if len(seen) >= 2]
+    assert len(varied) >= MIN_VARIED_SHARE * len(forms)
+    for colour in synthetic.COLORS:  # every colour appears often enough to show its variety
+        assert len(forms[colour]) >= 2, (colour, forms[colour])
+    assert {"bottle", "btl"} <= forms["bottle"]
+
+
+def test_units_are_typed_in_mixed_forms():
+    """The unit after a title's amount is spelled differently across listings of one unit."""
+    spelled: dict[str, set[str]] = {}
+    for title, _, attributes in synthetic._plan(SyntheticSource())[1]:
+        size = next(value for key, value in json.loads(attributes).items()
+                    if key in ("sz", "size", "vol", "net_wt", "qty", "count"))
+        amount, unit = size.split(" ", 1)
+        typed = re.escape(amount).replace(r"\.", "[.,]")
+        match = re.search(rf"(?<![\d.,]){typed}\s?(fl\.? ?oz|[a-z]+\.?)", title, re.IGNORECASE)
+        assert match, (title, size)
+        spelled.setdefault(unit, set()).add(match.group(1).lower().rstrip("."))
+    assert set(spelled) == set(synthetic.UNITS)
+    for unit, forms in spelled.items():
+        assert len(forms) >= MIN_UNIT_SPELLINGS, (unit, forms)
 
 
 # --------------------------------------------------------------------------- images and boxes

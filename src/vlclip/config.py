@@ -132,6 +132,15 @@ class GroundParams(Section):
     batch_size: PositiveInt = 16
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     """auto: CUDA when PyTorch sees a GPU, else CPU (transformers backends only)."""
+    query_prompt: Literal["vocabulary", "oracle"] = "vocabulary"
+    """How query photos (a shopper's photo, which carries no label) are prompted. vocabulary:
+    with every product type of the catalog, keeping the best box over all of them. oracle: with
+    the true type of the photo's product, a label no real query has; for diagnosis only (it
+    shows how much grounding the label buys), never for reported results. Catalog listings are
+    always prompted with their own product type."""
+    phrases_per_prompt: Annotated[int, Field(ge=1, le=64)] = 16
+    """grounding_dino / owlv2: a vocabulary prompt is cut into chunks of this many phrases (the
+    text encoder reads a bounded number of tokens); the best box over the chunks wins."""
     exemplars_per_prompt: PositiveInt = 8
     """saliency: catalog photos per product type whose silhouettes teach it the prompt's shape."""
     cache_dir: Path = Path(".vlclip-cache/ground")
@@ -236,6 +245,32 @@ class IndexParams(Section):
     """Item vectors fuse image and text embeddings: ``(1-w)*image + w*text``."""
 
 
+# --------------------------------------------------------------------------- ablation
+
+AblationVariant = Literal["full_raw", "crops_raw", "full_enriched", "crops_enriched"]
+
+
+class AblationParams(Section):
+    """The retrained ablation (``make ablation``, ``ablation/dvc.yaml``): one model per input
+    variant and seed. Other training settings (weight decay, warm-up, crop scale, listings) come
+    from ``train``; the split and metrics from ``evaluate``."""
+
+    variants: Annotated[list[AblationVariant], Field(min_length=1)] = [
+        "full_raw",
+        "crops_raw",
+        "full_enriched",
+        "crops_enriched",
+    ]
+    seeds: Annotated[list[int], Field(min_length=1)] = [0, 1, 2]
+    """At least two for an interval; each seed sets init, shuffling and augmentation."""
+    model: ModelParams = ModelParams(name="vlclip-small")
+    """Sized so the whole ablation fits in 30 minutes on 2 CPU cores on the demo catalog."""
+    epochs: PositiveInt = 6
+    batch_size: PositiveInt = 64
+    lr: Annotated[float, Field(gt=0.0)] = 1e-3
+    confidence: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.95
+
+
 class Params(Section):
     ingest: IngestParams = IngestParams()
     validate_: ValidateParams = Field(ValidateParams(), alias="validate")
@@ -246,6 +281,7 @@ class Params(Section):
     embed: EmbedParams = EmbedParams()
     evaluate: EvaluateParams = EvaluateParams()
     index: IndexParams = IndexParams()
+    ablation: AblationParams = AblationParams()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

@@ -10,12 +10,18 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import open_clip
 import torch
+import torchvision.transforms.functional as TF
+from PIL import Image
+from torchvision.transforms import InterpolationMode
 
 from vlclip.config import ModelParams
 from vlclip.io import atomic_write_text
@@ -26,6 +32,12 @@ open_clip.add_model_config(MODEL_CONFIG_DIR)
 CHECKPOINT_FILE = "model.pt"
 CARD_FILE = "model.json"
 log = logging.getLogger(__name__)
+
+CROP_RATIO = (3 / 4, 4 / 3)
+"""Aspect-ratio range of the random crop: torchvision's RandomResizedCrop default, as open_clip."""
+CROP_ATTEMPTS = 10
+"""Draws before a crop that does not fit falls back to a centre crop (torchvision's count)."""
+RGB_CHANNELS = 3
 
 
 @dataclass
@@ -112,3 +124,111 @@ def load_checkpoint(folder: Path, device: str = "cpu") -> ClipBundle:
         raise FileNotFoundError(f"{folder} holds no trained model ({CARD_FILE} missing)")
     card = json.loads(card_path.read_text())
     return create_bundle(card["model"], str(Path(folder) / CHECKPOINT_FILE), device=device)
+
+
+@dataclass(frozen=True)
+class CropBox:
+    """A crop in pixels of the source image, in torchvision's (top, left, height, width) order."""
+
+    top: int
+    left: int
+    height: int
+    width: int
+
+
+def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
+    """A generator of its own for one training sample, so no other draw can shift its numbers.
+
+    Seeding from the three numbers together (numpy's SeedSequence mixes them) gives unrelated
+    streams for neighbouring samples, epochs and seeds; the sign is kept apart because
+    SeedSequence takes only non-negative entropy.
+    """
+    return np.random.default_rng([abs(seed), int(seed < 0), epoch, index])
+
+
+def random_resized_crop_box(
+    rng: np.random.Generator,
+    width: int,
+    height: int,
+    scale: Sequence[float],
+    ratio: Sequence[float] = CROP_RATIO,
+) -> CropBox:
+    """torchvision's ``RandomResizedCrop.get_params``, drawing from ``rng`` instead of torch's
+    global RNG: an area share in ``scale``, a log-uniform aspect ratio in ``ratio``."""
+    area = width * height
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    for _ in range(CROP_ATTEMPTS):
+        target_area = area * rng.uniform(scale[0], scale[1])
+        aspect_ratio = math.exp(rng.uniform(log_ratio[0], log_ratio[1]))
+        crop_width = round(math.sqrt(target_area * aspect_ratio))
+        crop_height = round(math.sqrt(target_area / aspect_ratio))
+        if 0 < crop_width <= width and 0 < crop_height <= height:
+            top = int(rng.integers(0, height - crop_height + 1))
+            left = int(rng.integers(0, width - crop_width + 1))
+            return CropBox(top, left, crop_height, crop_width)
+    # fallback to a centre crop, clamping the aspect ratio into range
+    in_ratio = width / height
+    if in_ratio < min(ratio):
+        crop_width, crop_height = width, round(width / min(ratio))
+    elif in_ratio > max(ratio):
+        crop_width, crop_height = round(height * max(ratio)), height
+    else:
+        crop_width, crop_height = width, height
+    return CropBox((height - crop_height) // 2, (width - crop_width) // 2, crop_height, crop_width)
+
+
+@dataclass(frozen=True)
+class SeededTrainTransform:
+    """open_clip's training transform (random resized crop, RGB, to-tensor, normalise) with the
+    crop drawn per sample from (seed, epoch, index), so image-loading threads may run in any
+    order and still give every sample the same crop."""
+
+    size: tuple[int, int]
+    """Output (height, width): the model's input size."""
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    scale: tuple[float, float]
+    ratio: tuple[float, float] = CROP_RATIO
+    interpolation: InterpolationMode = InterpolationMode.BICUBIC
+    """open_clip's training crop is always bicubic, whatever the model's eval interpolation."""
+
+    def crop_box(self, image_size: tuple[int, int], seed: int, epoch: int, index: int) -> CropBox:
+        """The crop of sample ``index`` of ``epoch`` in an image of ``(width, height)``."""
+        width, height = image_size
+        return random_resized_crop_box(
+            sample_rng(seed, epoch, index), width, height, self.scale, self.ratio
+        )
+
+    def __call__(self, image: Image.Image, seed: int, epoch: int, index: int) -> torch.Tensor:
+        box = self.crop_box(image.size, seed, epoch, index)
+        cropped = TF.resized_crop(
+            image,
+            box.top,
+            box.left,
+            box.height,
+            box.width,
+            list(self.size),
+            interpolation=self.interpolation,
+            antialias=True,
+        )
+        return TF.normalize(TF.to_tensor(cropped.convert("RGB")), self.mean, self.std)
+
+
+def seeded_train_transform(bundle: ClipBundle, scale: Sequence[float]) -> SeededTrainTransform:
+    """The seeded training transform for ``bundle``'s model: its own input size, mean and std."""
+    cfg = open_clip.get_model_preprocess_cfg(bundle.model)
+    size = cfg.get("size", bundle.model.visual.image_size)
+    height, width = (size, size) if isinstance(size, int) else tuple(size)[-2:]
+    return SeededTrainTransform(
+        size=(int(height), int(width)),
+        mean=_per_channel(cfg.get("mean") or open_clip.OPENAI_DATASET_MEAN),
+        std=_per_channel(cfg.get("std") or open_clip.OPENAI_DATASET_STD),
+        scale=(float(scale[0]), float(scale[1])),
+    )
+
+
+def _per_channel(value: float | Sequence[float]) -> tuple[float, ...]:
+    """open_clip allows one mean/std for all channels; Normalize wants one per RGB channel."""
+    if isinstance(value, int | float):
+        return (float(value),) * RGB_CHANNELS
+    return tuple(float(item) for item in value)

@@ -28,7 +28,7 @@ from vlclip.catalog.schema import (
     load_catalog,
 )
 from vlclip.config import Params
-from vlclip.io import atomic_dir, write_json
+from vlclip.io import atomic_dir, atomic_write_text, write_json
 
 if TYPE_CHECKING:
     from vlclip.embed import CatalogViews
@@ -52,6 +52,7 @@ class Layout:
     embeddings: Path = Path("data/embeddings")
     index: Path = Path("index")
     reports: Path = Path("reports")
+    ablation_runs: Path = Path("reports/ablation/runs")
 
 
 class GateFailed(RuntimeError):
@@ -176,45 +177,34 @@ def run_embed(
     )
     target = out_dir or layout.embeddings
     save_embeddings(embeddings, target)
-    log.info("embedded %d items and %d query photos -> %s", len(catalog.items),
-             len(catalog.queries), target)
+    log.info(
+        "embedded %d items and %d query photos -> %s",
+        len(catalog.items),
+        len(catalog.queries),
+        target,
+    )
     return target
 
 
 def run_evaluate(params: Params, layout: Layout) -> dict:
-    """Metrics of the trained model beside the weights it started from, plus the ablation."""
-    from vlclip.ablation import VARIANTS, markdown_table, run_ablation
-    from vlclip.embed import embed_catalog, load_embeddings, original_views
-    from vlclip.enrich import load_texts
+    """Metrics of the trained model beside the weights it started from, on the same inputs.
+
+    Both search the whole catalog (every listing and every item text), as a shop would.
+    """
+    from vlclip.embed import embed_catalog, load_embeddings
     from vlclip.evaluate import evaluate_embeddings
-    from vlclip.model import bundle_from_params, load_checkpoint
+    from vlclip.model import bundle_from_params
 
     catalog = load_catalog(layout.validated)
     split, ks, ndcg_k = params.evaluate.split, params.evaluate.ks, params.evaluate.ndcg_k
-    batch_size = params.embed.batch_size
-    evaluated = catalog.queries_in(split)
-    items = catalog.items[catalog.items["item_id"].isin(set(evaluated["item_id"]))]
     trained = load_embeddings(layout.embeddings)
-    crops = pipeline_views(layout)
-    bundles = {
-        "baseline": bundle_from_params(
-            params.model, device=params.embed.device, seed=params.train.seed
-        ),
-        "trained": load_checkpoint(layout.models, device=params.embed.device),
-    }
-    baseline = embed_catalog(bundles["baseline"], items, evaluated, crops, batch_size)
-    ablation = run_ablation(
-        bundles,
-        items,
-        evaluated,
-        original_views(catalog),
-        crops,
-        load_texts(layout.enriched, "raw_text"),
-        split,
-        ks,
-        ndcg_k,
-        batch_size,
-        precomputed={VARIANTS[-1]: trained},
+    start = bundle_from_params(params.model, device=params.embed.device, seed=params.train.seed)
+    baseline = embed_catalog(
+        start,
+        catalog.items,
+        catalog.queries_in(split),
+        pipeline_views(layout),
+        params.embed.batch_size,
     )
     results = {
         "split": split,
@@ -223,12 +213,60 @@ def run_evaluate(params: Params, layout: Layout) -> dict:
         "baseline_kind": "pretrained" if params.model.pretrained else "untrained",
     }
     write_json(layout.reports / "metrics.json", results)
-    write_json(
-        layout.reports / "ablation.json", {row["variant"]: row["metrics"] for row in ablation}
-    )
-    (layout.reports / "ablation.md").write_text(markdown_table(ablation) + "\n")
     _write_hits_plot(trained, baseline, split, ndcg_k, layout.reports / "plots")
-    return {**results, "ablation": ablation}
+    return results
+
+
+def ablation_views(catalog: Catalog, layout: Layout, variant: str) -> CatalogViews:
+    """The images and texts one ablation variant trains and is evaluated on."""
+    from vlclip.ablation import VARIANTS
+    from vlclip.embed import CatalogViews, original_views
+    from vlclip.enrich import load_texts
+
+    chosen = VARIANTS[variant]
+    images = {"full": lambda: original_views(catalog), "crops": lambda: pipeline_views(layout)}[
+        chosen.images
+    ]()
+    column = {"raw": "raw_text", "enriched": "text"}[chosen.texts]
+    return CatalogViews(
+        images.item_images, images.query_images, load_texts(layout.enriched, column)
+    )
+
+
+def run_ablation_variant(params: Params, layout: Layout, variant: str, seed: int) -> dict:
+    """Train and evaluate one (variant, seed) of the retrained ablation; one JSON per run."""
+    from vlclip.ablation import VARIANTS, run_file_name, train_and_evaluate
+
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown ablation variant {variant!r}; choose one of {list(VARIANTS)}")
+    catalog = load_catalog(layout.validated)
+    record = train_and_evaluate(
+        params, variant, seed, ablation_views(catalog, layout, variant), catalog
+    )
+    write_json(layout.ablation_runs / run_file_name(variant, seed), record)
+    return record
+
+
+def run_ablation_report(params: Params, layout: Layout) -> dict:
+    """Collect the runs that ``ablation`` params ask for into reports/ablation.{json,md}."""
+    from vlclip.ablation import markdown_table, run_file_name, summarise
+
+    settings = params.ablation
+    wanted = [
+        layout.ablation_runs / run_file_name(variant, seed)
+        for variant in settings.variants
+        for seed in settings.seeds
+    ]
+    missing = [path.name for path in wanted if not path.is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"ablation runs missing in {layout.ablation_runs}: {', '.join(missing)} "
+            "(run `make ablation`, or `dvc repro ablation/dvc.yaml`)"
+        )
+    summary = summarise([json.loads(path.read_text()) for path in wanted], settings.confidence)
+    write_json(layout.reports / "ablation.json", summary)
+    atomic_write_text(layout.reports / "ablation.md", markdown_table(summary) + "\n")
+    return summary
 
 
 def _write_hits_plot(trained, baseline, split: str, max_k: int, folder: Path) -> None:

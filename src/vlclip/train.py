@@ -2,6 +2,11 @@
 
 Several photos share one product text (a listing and its query photos), so in-batch pairs
 that belong to the same item are masked out of the negatives instead of being pushed apart.
+
+Training is reproducible on CPU: same seed and data give bit-identical weights. Each sample's
+random crop comes from a generator of its own, seeded from (seed, epoch, position in the epoch),
+so the image-loading threads may finish in any order; everything else that draws random numbers
+(init, shuffling, dropout) runs on the main thread from seeded generators.
 """
 
 from __future__ import annotations
@@ -10,7 +15,9 @@ import logging
 import math
 import random
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +28,13 @@ from tqdm.auto import tqdm
 
 from vlclip.config import ModelParams, TrainParams
 from vlclip.images import load_rgb
-from vlclip.model import ClipBundle, bundle_from_params, save_checkpoint
+from vlclip.model import (
+    ClipBundle,
+    SeededTrainTransform,
+    bundle_from_params,
+    save_checkpoint,
+    seeded_train_transform,
+)
 
 log = logging.getLogger(__name__)
 LOAD_THREADS = 4
@@ -75,20 +88,52 @@ def cosine_with_warmup(step: int, total: int, warmup: int) -> float:
 
 
 def seed_everything(seed: int) -> None:
+    """Seed the global RNGs, for anything (dropout, a library) that still draws from them."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
 
 
-def _batch_tensors(bundle: ClipBundle, pairs: list[Pair], pool: ThreadPoolExecutor, train: bool):
-    transform = bundle.preprocess_train if train else bundle.preprocess_eval
-    pixels = torch.stack(list(pool.map(lambda pair: transform(load_rgb(pair.image)), pairs)))
-    tokens = bundle.tokenizer([pair.text for pair in pairs])
-    return pixels.to(bundle.device), tokens.to(bundle.device)
+@contextmanager
+def _global_rng_restored() -> Iterator[None]:
+    """Leave the caller's global RNG state as it was: training reseeds it for its own use."""
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        try:
+            yield
+        finally:
+            random.setstate(python_state)
+            np.random.set_state(numpy_state)
 
 
-def _batch_loss(bundle: ClipBundle, pairs: list[Pair], pool: ThreadPoolExecutor, train: bool):
-    pixels, tokens = _batch_tensors(bundle, pairs, pool, train)
+def _eval_pixels(bundle: ClipBundle, pairs: list[Pair], pool: ThreadPoolExecutor) -> torch.Tensor:
+    images = pool.map(lambda pair: bundle.preprocess_eval(load_rgb(pair.image)), pairs)
+    return torch.stack(list(images))
+
+
+def _train_pixels(
+    augment: SeededTrainTransform,
+    pairs: list[Pair],
+    pool: ThreadPoolExecutor,
+    seed: int,
+    epoch: int,
+    first_index: int,
+) -> torch.Tensor:
+    """Augmented images; sample ``first_index + i`` of ``epoch`` gets the same crop whichever
+    thread loads it and whenever, because its random numbers are its own."""
+
+    def load(index: int, pair: Pair) -> torch.Tensor:
+        return augment(load_rgb(pair.image), seed, epoch, index)
+
+    positions = range(first_index, first_index + len(pairs))
+    return torch.stack(list(pool.map(load, positions, pairs)))
+
+
+def _batch_loss(
+    bundle: ClipBundle, pairs: list[Pair], pixels: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    pixels = pixels.to(bundle.device)
+    tokens = bundle.tokenizer([pair.text for pair in pairs]).to(bundle.device)
     model = bundle.model
     return contrastive_loss(
         model.encode_image(pixels),
@@ -108,7 +153,8 @@ def evaluate_loss(bundle: ClipBundle, pairs: list[Pair], batch_size: int) -> flo
             batch = pairs[start : start + batch_size]
             if len(batch) < 2:
                 continue
-            losses.append(float(_batch_loss(bundle, batch, pool, False)["contrastive_loss"]))
+            parts = _batch_loss(bundle, batch, _eval_pixels(bundle, batch, pool))
+            losses.append(float(parts["contrastive_loss"]))
             weights.append(len(batch))
     return float(np.average(losses, weights=weights)) if losses else float("nan")
 
@@ -130,13 +176,30 @@ def train(
     out_dir: Path,
     live_dir: Path | None = None,
 ) -> TrainResult:
-    """Fine-tune, keep the weights with the best validation loss, save them to ``out_dir``."""
+    """Fine-tune, keep the weights with the best validation loss, save them to ``out_dir``.
+
+    Same ``params.seed`` and pairs give bit-identical weights on CPU, unless
+    ``params.max_train_minutes`` cuts the run short: where that happens depends on the clock.
+    """
     if len(train_pairs) < 2:
         raise ValueError(f"need at least 2 training pairs, got {len(train_pairs)}")
+    with _global_rng_restored():
+        return _train(train_pairs, val_pairs, model_params, params, out_dir, live_dir)
+
+
+def _train(
+    train_pairs: list[Pair],
+    val_pairs: list[Pair],
+    model_params: ModelParams,
+    params: TrainParams,
+    out_dir: Path,
+    live_dir: Path | None,
+) -> TrainResult:
     seed_everything(params.seed)
     bundle = bundle_from_params(
         model_params, params.device, params.seed, {"scale": tuple(params.crop_scale)}
     )
+    augment = seeded_train_transform(bundle, params.crop_scale)
     model = bundle.model
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=params.lr, weight_decay=params.weight_decay
@@ -161,10 +224,10 @@ def train(
                 range(steps_per_epoch), desc=f"epoch {epoch + 1}/{params.epochs}", disable=None
             )
             for batch_index in progress:
-                batch = order[
-                    batch_index * params.batch_size : (batch_index + 1) * params.batch_size
-                ]
-                parts = _batch_loss(bundle, batch, pool, True)
+                first = batch_index * params.batch_size
+                batch = order[first : first + params.batch_size]
+                pixels = _train_pixels(augment, batch, pool, params.seed, epoch, first)
+                parts = _batch_loss(bundle, batch, pixels)
                 optimizer.zero_grad(set_to_none=True)
                 parts["contrastive_loss"].backward()
                 optimizer.step()
@@ -189,7 +252,11 @@ def train(
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             minutes = (time.monotonic() - started) / 60
             if params.max_train_minutes and minutes >= params.max_train_minutes:
-                log.warning("stopping after %.1f minutes (train.max_train_minutes)", minutes)
+                log.warning(
+                    "stopping after %.1f minutes (train.max_train_minutes); a run cut short by "
+                    "the clock is not reproducible",
+                    minutes,
+                )
                 break
     if best_state is not None:
         model.load_state_dict(best_state)

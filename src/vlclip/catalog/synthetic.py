@@ -7,10 +7,12 @@ Why it looks the way it does:
   background. A model that looks at the whole query photo is distracted; one that looks at the
   grounded product crop is not. That gap is what the grounding stage is meant to close, and the
   ground-truth boxes let it be scored by IoU.
-- Titles are abbreviated like a point-of-sale feed ("OLV OIL BTL 500ML RD/WHT"), descriptions are
-  terse supplier notes, attributes use mixed keys and units. Raw text says little about what a
-  photo shows until it is expanded, which is what the enrichment stage is for. The abbreviation
-  tables below are exported so that enrichment can use them as its glossary.
+- Titles are typed the way real supplier feeds type them: the same word is written several ways
+  across listings ("ORG", "Orgnc.", "organic"), with random case, punctuation, spacing and unit
+  spellings. Shortened forms are made by general rules (truncation, dropped vowels, first
+  syllable), not looked up in a table, so no glossary is derived from this module: a hand-written
+  glossary reads some of them, and some stay unreadable, as in a real catalog. Descriptions are
+  terse supplier notes, attributes use mixed keys and units.
 - Everything comes from ``numpy.random.default_rng`` streams derived from ``source.seed`` and is
   drawn with PIL only, so one seed always gives the same tables and byte-identical PNG files.
   Each product is rendered from its own stream, so a product's images do not depend on how many
@@ -40,15 +42,14 @@ from vlclip.config import SyntheticSource
 __all__ = [
     "CATEGORIES",
     "COLORS",
-    "COLOR_ABBREVIATIONS",
-    "MODIFIER_ABBREVIATIONS",
+    "MODIFIERS",
     "PATTERNS",
-    "PATTERN_ABBREVIATIONS",
     "PRODUCT_TYPES",
-    "TYPE_ABBREVIATIONS",
-    "UNIT_ABBREVIATIONS",
+    "UNITS",
+    "VOCABULARY",
     "ProductType",
     "generate_synthetic",
+    "spellings",
 ]
 
 IMAGE_ROOT = "images"
@@ -61,27 +62,24 @@ Box = tuple[float, float, float, float]
 
 # --------------------------------------------------------------------------- vocabulary
 
-# (full name, abbreviation, RGB). Hues are far apart so that products stay distinguishable
+# Full colour names and their RGB. Hues are far apart so that products stay distinguishable
 # after the lighting jitter of query photos.
-_COLOR_TABLE: tuple[tuple[str, str, Rgb], ...] = (
-    ("red", "rd", (205, 35, 40)),
-    ("orange", "orng", (242, 128, 20)),
-    ("yellow", "ylw", (246, 212, 40)),
-    ("lime", "lme", (150, 212, 40)),
-    ("green", "grn", (30, 130, 55)),
-    ("teal", "tl", (0, 140, 140)),
-    ("blue", "blu", (45, 105, 215)),
-    ("navy", "nvy", (25, 35, 95)),
-    ("purple", "prpl", (120, 50, 165)),
-    ("pink", "pnk", (242, 125, 185)),
-    ("brown", "brn", (115, 70, 30)),
-    ("black", "blk", (25, 25, 28)),
-    ("grey", "gry", (140, 140, 145)),
-    ("white", "wht", (246, 246, 244)),
-)
-COLORS: dict[str, Rgb] = {name: rgb for name, _, rgb in _COLOR_TABLE}
-COLOR_ABBREVIATIONS: dict[str, str] = {abbr: name for name, abbr, _ in _COLOR_TABLE}
-_COLOR_ABBR: dict[str, str] = {name: abbr for name, abbr, _ in _COLOR_TABLE}
+COLORS: dict[str, Rgb] = {
+    "red": (205, 35, 40),
+    "orange": (242, 128, 20),
+    "yellow": (246, 212, 40),
+    "lime": (150, 212, 40),
+    "green": (30, 130, 55),
+    "teal": (0, 140, 140),
+    "blue": (45, 105, 215),
+    "navy": (25, 35, 95),
+    "purple": (120, 50, 165),
+    "pink": (242, 125, 185),
+    "brown": (115, 70, 30),
+    "black": (25, 25, 28),
+    "grey": (140, 140, 145),
+    "white": (246, 246, 244),
+}
 
 # Caps, lids, pumps and crimps have a colour fixed by the product type, not by the product.
 ACCENT_COLORS: dict[str, Rgb] = {
@@ -101,66 +99,14 @@ _PICTURE_COLOR: Rgb = (150, 192, 232)
 PATTERNS: tuple[str, ...] = (
     "plain", "stripes", "dots", "label band", "checker", "diagonal stripes", "two-tone",
 )
-PATTERN_ABBREVIATIONS: dict[str, str] = {
-    "pln": "plain",
-    "strp": "stripes",
-    "dot": "dots",
-    "bnd": "label band",
-    "chk": "checker",
-    "dgnl": "diagonal stripes",
-    "2tn": "two-tone",
-}
-_PATTERN_ABBR: dict[str, str] = {name: abbr for abbr, name in PATTERN_ABBREVIATIONS.items()}
 
-# How each word of a product type name is written in titles; words not listed stay as they are.
-_WORD_ABBR: dict[str, str] = {
-    "air": "air", "bag": "bg", "bleach": "blch", "body": "bdy", "bottle": "btl", "box": "bx",
-    "bucket": "bkt", "butter": "btr", "can": "cn", "candle": "cndl", "carton": "ctn",
-    "cat": "cat", "ceramic": "crmc", "cereal": "crl", "cheese": "chs", "chips": "chp",
-    "cleaner": "clnr", "coffee": "cof", "cookie": "cook", "cracker": "crkr", "cream": "crm",
-    "decorative": "deco", "deodorant": "deo", "detergent": "dtrg", "diffuser": "dfsr",
-    "dish": "dsh", "dog": "dog", "drink": "drk", "energy": "enrg", "face": "fc", "food": "fd",
-    "frame": "frm", "freshener": "frshnr", "glass": "gls", "hand": "hnd", "honey": "hny",
-    "ice": "ice", "jar": "jr", "jug": "jg", "juice": "jce", "ketchup": "ktchp",
-    "laundry": "lndry", "litter": "ltr", "lotion": "ltn", "milk": "mlk", "mug": "mug",
-    "nut": "nut", "oil": "oil", "olive": "olv", "pasta": "pst", "pet": "pet", "photo": "pht",
-    "plant": "plnt", "pod": "pod", "popcorn": "ppcrn", "pot": "pot", "pouch": "pch",
-    "pretzel": "prtzl", "pump": "pmp", "reed": "reed", "rice": "rice", "sauce": "sce",
-    "shampoo": "shmp", "soap": "sp", "soda": "sda", "soup": "soup", "spice": "spc",
-    "sports": "sprt", "spray": "spr", "stick": "stk", "sunscreen": "sunscrn", "tea": "tea",
-    "tin": "tn", "tomato": "tom", "toothpaste": "tpst", "trash": "trsh", "treat": "trt",
-    "tub": "tb", "tube": "tbe", "vase": "vase", "water": "wtr", "yogurt": "yog", "cup": "cp",
-}
-TYPE_ABBREVIATIONS: dict[str, str] = {
-    abbr: word for word, abbr in sorted(_WORD_ABBR.items()) if abbr != word
-}
-
-# Marketing words that prefix some titles; food-only ones are kept off soap and candles.
-MODIFIER_ABBREVIATIONS: dict[str, str] = {
-    "prm": "premium",
-    "cls": "classic",
-    "vlu": "value",
-    "fam": "family size",
-    "org": "organic",
-    "nat": "natural",
-    "sf": "sugar free",
-}
-_GENERIC_MODIFIERS = ("prm", "cls", "vlu", "fam")
-_FOOD_MODIFIERS = ("org", "nat", "sf")
+# Marketing claims that prefix some titles; food-only ones are kept off soap and candles.
+_GENERIC_MODIFIERS = ("premium", "classic", "value", "family size")
+_FOOD_MODIFIERS = ("organic", "natural", "sugar free")
+MODIFIERS: tuple[str, ...] = _GENERIC_MODIFIERS + _FOOD_MODIFIERS
 _FOOD_CATEGORIES = frozenset({"beverages", "pantry", "dairy", "snacks"})
 MODIFIER_PROBABILITY = 0.35
 
-UNIT_ABBREVIATIONS: dict[str, str] = {
-    "ml": "millilitres",
-    "l": "litres",
-    "fl oz": "fluid ounces",
-    "floz": "fluid ounces",
-    "g": "grams",
-    "kg": "kilograms",
-    "oz": "ounces",
-    "lb": "pounds",
-    "ct": "count",
-}
 _ML_PER_FL_OZ = 29.5735
 _G_PER_OZ = 28.3495
 _G_PER_LB = 453.592
@@ -881,6 +827,172 @@ def _assign_splits(source: SyntheticSource, rng: np.random.Generator) -> list[st
 
 # --------------------------------------------------------------------------- shop jargon
 
+# Every full word a title is built from; the generator shortens these by rule, never by table.
+VOCABULARY: frozenset[str] = frozenset(
+    word
+    for phrase in (*(t.name for t in PRODUCT_TYPES), *COLORS, *PATTERNS, *MODIFIERS)
+    for word in phrase.replace("-", " ").split()
+)
+
+# Canonical units (what attributes and descriptions use) and the ways feeds type them in titles.
+_UNIT_SPELLINGS: dict[str, tuple[str, ...]] = {
+    "ml": ("ml", "ml", "mL", "mls"),
+    "l": ("l", "lt", "ltr", "ltrs"),
+    "fl oz": ("fl oz", "floz", "fl. oz", "fz", "oz"),  # fluid ounces are often typed as "oz"
+    "g": ("g", "gr", "gm", "grm"),
+    "kg": ("kg", "kgs", "kilo"),
+    "oz": ("oz", "oz.", "ozs"),
+    "lb": ("lb", "lbs", "lb."),
+    "ct": ("ct", "cnt", "pk", "pc", "count"),
+}
+UNITS: tuple[str, ...] = tuple(_UNIT_SPELLINGS)
+
+_VOWELS = frozenset("aeiouy")
+_NUMBER_WORDS = {"one": "1", "two": "2", "three": "3", "four": "4"}
+_TRUNCATIONS = (3, 4)  # lengths a word is cut to ("bot", "bott")
+_MIN_DROPPED = 2  # a truncation must drop at least this many letters to count as one
+_MIN_FORM = 2  # shorter forms than this say nothing
+_SHORT_SKELETON = 3  # vowel-dropped forms are sometimes cut to this length ("org" from "orgnc")
+# How often each rule is used, relative to the others: dropping vowels is made the commonest
+# habit, blind truncation (which reads worst) the rarest.
+_SKELETON_WEIGHT = 3.0
+_SHORT_SKELETON_WEIGHT = 2.0
+_SYLLABLE_WEIGHT = 2.0
+_TRUNCATION_WEIGHT = 0.5
+
+# How one listing is typed. Each listing draws its own style, so the same word comes out
+# differently across the catalog ("ORG", "Orgnc.", "organic").
+_CASES = ("upper", "title", "lower", "mixed")  # "mixed": each token its own case
+_CASE_WEIGHTS = (0.55, 0.2, 0.1, 0.15)
+_TOKEN_CASES = ("upper", "title", "lower")
+_SHORTEN = (0.4, 0.85)  # share of words a listing shortens, drawn per listing
+_PERIOD_STYLE_PROBABILITY = 0.3  # listings that end some shortened words with "."
+_PERIOD_PROBABILITY = 0.6  # ... and how many of their shortened words get one
+_GROUP_SEPARATORS = (" ", " ", " ", " ", "  ", ", ", " - ")  # between name, size, colours
+_COLOR_JOINERS = ("/", "/", "/", " ", "-", " & ", "")
+_SECOND_COLOR_PROBABILITY = 0.6
+_DROP_PLAIN_PROBABILITY = 0.5  # "plain" is often left out of a title
+_INITIALISM_PROBABILITY = 0.4  # multi-word claims written by initials ("SF" for sugar free)
+_HYPHEN_JOINERS = ("-", "", " ")  # how "two-tone" is typed
+_UNIT_GAPS = ("", "", " ")  # "500ML" or "500 ML"
+_DECIMAL_COMMA_PROBABILITY = 0.1  # "1,5L" from feeds written in continental Europe
+
+
+@dataclass(frozen=True)
+class _Style:
+    """How one supplier listing is typed: case, how eagerly it shortens, punctuation, spacing."""
+
+    case: str
+    shorten: float
+    period: float
+    separator: str
+    color_joiner: str
+    unit_gap: str
+    decimal_comma: bool
+
+
+def _draw_style(rng: np.random.Generator) -> _Style:
+    """A listing's typing habits, drawn once so that they hold across its whole title."""
+    return _Style(
+        case=_CASES[int(rng.choice(len(_CASES), p=_CASE_WEIGHTS))],
+        shorten=float(rng.uniform(*_SHORTEN)),
+        period=_PERIOD_PROBABILITY if rng.random() < _PERIOD_STYLE_PROBABILITY else 0.0,
+        separator=_GROUP_SEPARATORS[int(rng.integers(len(_GROUP_SEPARATORS)))],
+        color_joiner=_COLOR_JOINERS[int(rng.integers(len(_COLOR_JOINERS)))],
+        unit_gap=_UNIT_GAPS[int(rng.integers(len(_UNIT_GAPS)))],
+        decimal_comma=bool(rng.random() < _DECIMAL_COMMA_PROBABILITY),
+    )
+
+
+def _skeleton(word: str) -> str:
+    """First letter, then the consonants, repeated letters once: "bottle" -> "btl"."""
+    letters = word[0] + "".join(c for c in word[1:] if c not in _VOWELS)
+    return "".join(c for i, c in enumerate(letters) if i == 0 or c != letters[i - 1])
+
+
+def _first_syllable(word: str) -> str:
+    """Up to the consonants after the first vowel: "organic" -> "org", "premium" -> "prem"."""
+    i = 0
+    while i < len(word) and word[i] not in _VOWELS:
+        i += 1
+    while i < len(word) and word[i] in _VOWELS:
+        i += 1
+    while i < len(word) and word[i] not in _VOWELS:
+        i += 1
+    return word[:i]
+
+
+@functools.cache
+def _short_forms(word: str) -> tuple[tuple[str, ...], tuple[float, ...]]:
+    """The shortened forms the rules give a word (lower case, no punctuation) and how likely
+    each is; a form that several rules give is that much likelier."""
+    if word in _NUMBER_WORDS:
+        return (_NUMBER_WORDS[word],), (1.0,)
+    skeleton = _skeleton(word)
+    candidates = [(word[:n], _TRUNCATION_WEIGHT) for n in _TRUNCATIONS
+                  if len(word) - n >= _MIN_DROPPED]
+    candidates += [(skeleton, _SKELETON_WEIGHT),
+                   (skeleton[:_SHORT_SKELETON], _SHORT_SKELETON_WEIGHT),
+                   (_first_syllable(word), _SYLLABLE_WEIGHT)]
+    weights: dict[str, float] = {}
+    for form, weight in candidates:
+        if _MIN_FORM <= len(form) < len(word):
+            weights[form] = weights.get(form, 0.0) + weight
+    total = sum(weights.values())
+    return tuple(weights), tuple(weight / total for weight in weights.values())
+
+
+def spellings(word: str) -> frozenset[str]:
+    """Every form the generator may write a word in (lower case, no punctuation).
+
+    For tests and audits that compare titles with a glossary; nothing else should need it.
+    """
+    return frozenset({word, *_short_forms(word)[0]})
+
+
+def _case(token: str, case: str, rng: np.random.Generator) -> str:
+    if case == "mixed":
+        case = _TOKEN_CASES[int(rng.integers(len(_TOKEN_CASES)))]
+    if case == "upper":
+        return token.upper()
+    if case == "title":
+        return token[:1].upper() + token[1:]
+    return token
+
+
+def _write_word(word: str, style: _Style, rng: np.random.Generator) -> str:
+    """One word as this listing types it: maybe shortened, cased, maybe with a period."""
+    forms, weights = _short_forms(word)
+    form = word
+    if forms and rng.random() < style.shorten:
+        form = forms[int(rng.choice(len(forms), p=weights))]
+    if form != word and form.isalpha() and rng.random() < style.period:
+        form += "."
+    return _case(form, style.case, rng)
+
+
+def _write_phrase(phrase: str, style: _Style, rng: np.random.Generator,
+                  initials: bool = False) -> str:
+    """A name of one or more words; hyphenated words keep a joiner of the listing's choosing."""
+    words = phrase.split()
+    if initials and len(words) > 1 and rng.random() < _INITIALISM_PROBABILITY:
+        return _case("".join(word[0] for word in words), style.case, rng)
+    written = []
+    for word in words:
+        parts = [_write_word(part, style, rng) for part in word.split("-")]
+        joiner = _HYPHEN_JOINERS[int(rng.integers(len(_HYPHEN_JOINERS)))] if len(parts) > 1 else ""
+        written.append(joiner.join(parts))
+    return " ".join(written)
+
+
+def _attribute_value(phrase: str, rng: np.random.Generator) -> str:
+    """An attribute value as feeds send it: a lower-case code or the word itself."""
+    words = []
+    for word in phrase.replace("-", " ").split():
+        forms = (word, *_short_forms(word)[0])
+        words.append(forms[int(rng.integers(len(forms)))])
+    return " ".join(words)
+
 
 def _format_amount(value: float) -> str:
     text = f"{value:.0f}" if value >= 100 else f"{value:.1f}"
@@ -906,24 +1018,38 @@ def _size(ptype: ProductType, rng: np.random.Generator) -> tuple[str, str]:
     return _format_amount(value), unit
 
 
+def _write_size(size: tuple[str, str], style: _Style, rng: np.random.Generator) -> str:
+    """The amount with one of the unit's typed spellings: 500ML, 16.9 fl. oz, 1,5Ltr."""
+    amount, unit = size
+    if style.decimal_comma:
+        amount = amount.replace(".", ",")
+    options = _UNIT_SPELLINGS[unit]
+    spelled = options[int(rng.integers(len(options)))]
+    if spelled == spelled.lower():  # a spelling with its own capitals ("mL") stays as it is
+        spelled = _case(spelled, style.case, rng)
+    return amount + style.unit_gap + spelled
+
+
 def _title(product: _Product, size: tuple[str, str], modifier: str | None,
            rng: np.random.Generator) -> str:
-    words = [_WORD_ABBR.get(word, word) for word in product.ptype.name.split()]
-    amount, unit = size
-    size_token = amount + unit.replace(" ", "")
-    colors = _COLOR_ABBR[product.primary]
-    if rng.random() < 0.6:
-        colors += "/" + _COLOR_ABBR[product.secondary]
-    pattern = _PATTERN_ABBR[product.pattern]
-    if product.pattern == "plain" and rng.random() < 0.5:
-        pattern = ""
+    """A point-of-sale title in this listing's own style; its words keep no fixed spelling."""
+    style = _draw_style(rng)
+    name = _write_phrase(product.ptype.name, style, rng)
+    colors = _write_word(product.primary, style, rng)
+    if rng.random() < _SECOND_COLOR_PROBABILITY:
+        colors += style.color_joiner + _write_word(product.secondary, style, rng)
+    pattern = ""
+    if product.pattern != "plain" or rng.random() >= _DROP_PLAIN_PROBABILITY:
+        pattern = _write_phrase(product.pattern, style, rng)
+    claim = _write_phrase(modifier, style, rng, initials=True) if modifier else ""
+    size_token = _write_size(size, style, rng)
     templates = (
-        [modifier, *words, size_token, colors, pattern],
-        [modifier, *words, colors, pattern, size_token],
-        [*words, size_token, pattern, colors, modifier],
+        [claim, name, size_token, colors, pattern],
+        [claim, name, colors, pattern, size_token],
+        [name, size_token, pattern, colors, claim],
     )
-    tokens = templates[int(rng.integers(len(templates)))]
-    return " ".join(token for token in tokens if token).upper()
+    groups = templates[int(rng.integers(len(templates)))]
+    return style.separator.join(group for group in groups if group)
 
 
 _DESCRIPTIONS = (
@@ -959,22 +1085,23 @@ def _description(product: _Product, size: tuple[str, str], rng: np.random.Genera
 
 def _attributes(product: _Product, size: tuple[str, str], modifier: str | None,
                 rng: np.random.Generator) -> str:
-    """Supplier attributes: keys differ between feeds, values stay abbreviated."""
+    """Supplier attributes: keys differ between feeds, values are codes or plain words."""
     def key(*options: str) -> str:
         return options[int(rng.integers(len(options)))]
 
     size_keys = {"volume": ("sz", "size", "vol"), "weight": ("sz", "size", "net_wt"),
                  "count": ("sz", "qty", "count")}
     attributes: dict[str, object] = {
-        key("clr", "color", "colour"): _COLOR_ABBR[product.primary],
+        key("clr", "color", "colour"): _attribute_value(product.primary, rng),
         key(*size_keys[product.ptype.measure]): " ".join(size),
     }
     if rng.random() < 0.7:
-        attributes[key("sec_clr", "clr2", "accent_clr")] = _COLOR_ABBR[product.secondary]
+        attributes[key("sec_clr", "clr2", "accent_clr")] = _attribute_value(
+            product.secondary, rng)
     if rng.random() < 0.8:
-        attributes[key("pattern", "ptrn", "design")] = _PATTERN_ABBR[product.pattern]
+        attributes[key("pattern", "ptrn", "design")] = _attribute_value(product.pattern, rng)
     if modifier:
-        attributes["claim"] = modifier
+        attributes["claim"] = _attribute_value(modifier, rng)
     if rng.random() < 0.5:
         attributes["case_pack"] = int(rng.choice([6, 12, 24]))
     if rng.random() < 0.5:
@@ -1076,6 +1203,23 @@ def _render_all(jobs: list[_RenderJob], workers: int) -> list[tuple[Box, list[Bo
 # --------------------------------------------------------------------------- entry point
 
 
+def _plan(source: SyntheticSource) -> tuple[list[_Product], list[tuple[str, str, str]]]:
+    """Products and their listing text, without rendering: cheap, so tests can audit the text.
+
+    Looks and splits are drawn before any text, so the way text is written never moves a
+    product's look, split or images.
+    """
+    plan_rng = np.random.default_rng(_entropy(source.seed))
+    looks = _assign_looks(source.num_products, plan_rng)
+    splits = _assign_splits(source, plan_rng)
+    products = [
+        _Product(index, ptype, primary, secondary, pattern, split)
+        for index, ((ptype, primary, secondary, pattern), split) in enumerate(
+            zip(looks, splits, strict=True))
+    ]
+    return products, [_listing_text(product, plan_rng) for product in products]
+
+
 def generate_synthetic(
     source: SyntheticSource, catalog_dir: Path, workers: int | None = None
 ) -> SourceTables:
@@ -1086,15 +1230,7 @@ def generate_synthetic(
     tight pixel-edge coordinates of the product in its image (``x1``, ``y1`` exclusive).
     """
     entropy = _entropy(source.seed)
-    plan_rng = np.random.default_rng(entropy)
-    looks = _assign_looks(source.num_products, plan_rng)
-    splits = _assign_splits(source, plan_rng)
-    products = [
-        _Product(index, ptype, primary, secondary, pattern, split)
-        for index, ((ptype, primary, secondary, pattern), split) in enumerate(
-            zip(looks, splits, strict=True))
-    ]
-    texts = [_listing_text(product, plan_rng) for product in products]
+    products, texts = _plan(source)
 
     image_dir = Path(catalog_dir) / IMAGE_ROOT
     for folder in (ITEM_IMAGE_DIR, QUERY_IMAGE_DIR):

@@ -2,7 +2,9 @@
 
 Deterministic and free; the default when no LLM is configured. The glossary is a JSON file
 (``glossary.json`` beside this module, or ``enrich.glossary_path``) mapping abbreviations to
-words, attribute keys to names, and units to their spoken form.
+words, attribute keys to names, and units to their spoken form. The packaged glossary is
+hand-written general shop knowledge; nothing here may come from the demo catalog's generator
+(DESIGN.md, "Honest evaluation"), so demo titles it cannot read stay partly unread.
 """
 
 from __future__ import annotations

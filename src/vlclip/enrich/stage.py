@@ -33,9 +33,17 @@ class EnrichResult:
     report: dict[str, Any] = field(default_factory=dict)
 
 
-def raw_text(title: str, description: str, max_chars: int) -> str:
-    """The un-enriched text (title and supplier description): the ablation's baseline."""
-    return clean_text(f"{title}. {description}" if description else title, max_chars)
+def raw_text(
+    title: str, product_type: str, category: str, attributes: str, description: str, max_chars: int
+) -> str:
+    """The un-enriched text, the ablation's baseline: every field the enrichment sees, as it is.
+
+    Title, product type, category, the attributes' JSON and the description, joined in that
+    order (the short fields first, so a length cap never drops them); no word is expanded or
+    dropped, so enrichment is judged on what it writes, not on which fields it can see.
+    """
+    parts = [title, product_type, category, attributes, description]
+    return clean_text(". ".join(part.strip() for part in parts if part.strip()), max_chars)
 
 
 def resolve_backend(params: EnrichParams) -> str:
@@ -70,7 +78,14 @@ def enrich(
         for row in items.itertuples()
     }
     raw = {
-        row.item_id: raw_text(as_text(row.title), as_text(row.description), params.max_chars)
+        row.item_id: raw_text(
+            as_text(row.title),
+            as_text(row.product_type),
+            as_text(row.category),
+            as_text(row.attributes),
+            as_text(row.description),
+            params.max_chars,
+        )
         for row in items.itertuples()
     }
     if backend == ANTHROPIC:

@@ -4,9 +4,10 @@ twice and a killed run resumes where it stopped.
 One JSON-lines file per detector configuration (``<name>-<fingerprint>.jsonl``) in
 ``ground.cache_dir``, outside the stage's output folder: the output is written to a staging
 folder and renamed into place, and a run that dies never gets that far. Each line is
-``{"key": ..., "box": [x0, y0, x1, y1] | null, "score": ...}``; the key hashes the image bytes,
-the prompt and whatever else the detection depends on (the silhouette exemplars of the weight-free
-detector). A line cut short by a kill is ignored when the file is read back.
+``{"key": ..., "box": [x0, y0, x1, y1] | null, "score": ..., "phrase": ...}``; the key hashes
+the image bytes, the prompt and whatever else the detection depends on (the silhouette
+exemplars of the weight-free detector). A line cut short by a kill is ignored when the file is
+read back.
 """
 
 from __future__ import annotations
@@ -41,7 +42,9 @@ class DetectionCache:
                     entry = json.loads(line)
                     box = entry["box"]
                     entries[entry["key"]] = (
-                        None if box is None else Detection(tuple(box), float(entry["score"]))
+                        None
+                        if box is None
+                        else Detection(tuple(box), float(entry["score"]), entry.get("phrase"))
                     )
                 except (json.JSONDecodeError, KeyError, TypeError, ValueError):
                     torn += 1
@@ -91,10 +94,16 @@ def _rounded(detection: Detection | None) -> Detection | None:
     if detection is None:
         return None
     box = tuple(round(float(value), BOX_DECIMALS) for value in detection.box)
-    return Detection(box, round(float(detection.score), SCORE_DECIMALS))
+    return Detection(box, round(float(detection.score), SCORE_DECIMALS), detection.phrase)
 
 
 def _line(key: str, detection: Detection | None) -> str:
     if detection is None:
         return json.dumps({"key": key, "box": None, "score": 0.0}) + "\n"
-    return json.dumps({"key": key, "box": list(detection.box), "score": detection.score}) + "\n"
+    entry = {
+        "key": key,
+        "box": list(detection.box),
+        "score": detection.score,
+        "phrase": detection.phrase,
+    }
+    return json.dumps(entry) + "\n"

@@ -16,6 +16,7 @@ from typing import Protocol, runtime_checkable
 from PIL import Image
 
 from vlclip.config import GroundParams
+from vlclip.grounding.crops import full_box
 
 
 class DetectorUnavailable(ValueError):
@@ -24,10 +25,20 @@ class DetectorUnavailable(ValueError):
 
 @dataclass(frozen=True)
 class Detection:
-    """A box in pixels (x0, y0, x1, y1) with a confidence in [0, 1]."""
+    """A box in pixels (x0, y0, x1, y1) with a confidence in [0, 1].
+
+    ``phrase`` is the prompt phrase the box answers: with a vocabulary prompt (a query photo
+    that carries no label), the product type the detector thinks it found.
+    """
 
     box: tuple[float, float, float, float]
     score: float
+    phrase: str | None = None
+
+
+Prompt = tuple[str, ...]
+"""The phrases one photo is prompted with (formatted by the detector): one for a catalog
+listing (its own product type), the catalog's whole product-type vocabulary for a query photo."""
 
 
 class Detector(Protocol):
@@ -38,11 +49,11 @@ class Detector(Protocol):
         ...
 
     def format_prompt(self, product_type: str) -> str:
-        """The text this detector is prompted with for a product type."""
+        """The phrase this detector is prompted with for a product type."""
         ...
 
-    def detect(self, images: list[Image.Image], prompts: list[str]) -> list[Detection | None]:
-        """The best box for each image given its (formatted) prompt, or None when none."""
+    def detect(self, images: list[Image.Image], prompts: list[Prompt]) -> list[Detection | None]:
+        """The best box for each image over all phrases of its prompt, or None when none."""
         ...
 
 
@@ -64,8 +75,16 @@ class FullImageDetector:
     def format_prompt(self, product_type: str) -> str:
         return " ".join(str(product_type).lower().split())
 
-    def detect(self, images: list[Image.Image], prompts: list[str]) -> list[Detection | None]:
-        return [Detection((0.0, 0.0, float(im.width), float(im.height)), 1.0) for im in images]
+    def detect(self, images: list[Image.Image], prompts: list[Prompt]) -> list[Detection | None]:
+        return [
+            Detection(full_box(im.width, im.height), 1.0, _only_phrase(prompt))
+            for im, prompt in zip(images, prompts, strict=True)
+        ]
+
+
+def _only_phrase(prompt: Prompt) -> str | None:
+    """The phrase of a one-phrase prompt; a whole-image 'detection' names no type otherwise."""
+    return prompt[0] if len(prompt) == 1 else None
 
 
 def _full_image(params: GroundParams) -> Detector:

@@ -18,7 +18,7 @@ from typing import Any
 from PIL import Image
 
 from vlclip.config import GroundParams
-from vlclip.grounding.detectors import Detection, DetectorUnavailable
+from vlclip.grounding.detectors import Detection, DetectorUnavailable, Prompt
 from vlclip.io import stable_hash
 
 log = logging.getLogger(__name__)
@@ -103,11 +103,13 @@ class HFDetector:
         checkpoint: str | None = None,
         device: str = "auto",
         text_threshold: float = 0.25,
+        phrases_per_prompt: int = 16,
     ) -> None:
         self.backend = backend
         self.name = backend.name
         self.checkpoint = checkpoint or backend.default_checkpoint
         self.text_threshold = text_threshold
+        self.phrases_per_prompt = phrases_per_prompt
         self.requested_device = device
         self._loaded: tuple[Any, Any, str] | None = None
 
@@ -141,10 +143,21 @@ class HFDetector:
 
     @classmethod
     def from_params(cls, backend: HFBackend, params: GroundParams) -> HFDetector:
-        return cls(backend, params.checkpoint, params.device, params.text_threshold)
+        return cls(
+            backend,
+            params.checkpoint,
+            params.device,
+            params.text_threshold,
+            params.phrases_per_prompt,
+        )
 
     def fingerprint(self) -> str:
-        parts = [self.name, checkpoint_fingerprint(self.checkpoint), self.backend.prompt_template]
+        parts = [
+            self.name,
+            checkpoint_fingerprint(self.checkpoint),
+            self.backend.prompt_template,
+            self.phrases_per_prompt,
+        ]
         if self.backend.token_grounded:
             parts.append(self.text_threshold)
         return stable_hash(*parts)
@@ -153,12 +166,38 @@ class HFDetector:
         phrase = " ".join(str(product_type).lower().split()).rstrip(".")
         return self.backend.prompt_template.format(phrase)
 
-    def detect(self, images: list[Image.Image], prompts: list[str]) -> list[Detection | None]:
+    def detect(self, images: list[Image.Image], prompts: list[Prompt]) -> list[Detection | None]:
+        """Best box per image over all its phrases.
+
+        A long vocabulary is cut into chunks of ``phrases_per_prompt`` (Grounding DINO reads at
+        most 256 text tokens); each (image, chunk) is one model input and the best box over the
+        chunks wins.
+        """
+        jobs = [
+            (index, prompt[start : start + self.phrases_per_prompt])
+            for index, prompt in enumerate(prompts)
+            for start in range(0, len(prompt), self.phrases_per_prompt)
+        ]
+        best: list[Detection | None] = [None] * len(images)
+        for start in range(0, len(jobs), max(1, len(images))):
+            batch = jobs[start : start + max(1, len(images))]
+            found = self._detect_chunks([images[i] for i, _ in batch], [c for _, c in batch])
+            for (index, _), detection in zip(batch, found, strict=True):
+                current = best[index]
+                if detection is not None and (current is None or detection.score > current.score):
+                    best[index] = detection
+        return best
+
+    def _detect_chunks(
+        self, images: list[Image.Image], chunks: list[Prompt]
+    ) -> list[Detection | None]:
         import torch
 
         processor, model, device = self.load()
         texts: list = (
-            [[prompt] for prompt in prompts] if self.backend.queries_per_image else prompts
+            [list(chunk) for chunk in chunks]
+            if self.backend.queries_per_image
+            else [" ".join(chunk) for chunk in chunks]
         )
         inputs = processor(
             images=images, text=texts, return_tensors="pt", **self.backend.text_kwargs
@@ -172,20 +211,32 @@ class HFDetector:
         if self.backend.token_grounded:
             options.update(input_ids=inputs["input_ids"], text_threshold=self.text_threshold)
         results = processor.post_process_grounded_object_detection(outputs, **options)
-        return [self._best(result, image) for result, image in zip(results, images, strict=True)]
+        return [
+            self._best(result, image, chunk)
+            for result, image, chunk in zip(results, images, chunks, strict=True)
+        ]
 
-    def _best(self, result: Mapping[str, Any], image: Image.Image) -> Detection | None:
+    def _phrase(self, result: Mapping[str, Any], index: int, chunk: Prompt) -> str | None:
+        """The phrase a box answers: OWL returns a query index (padding queries lie beyond the
+        chunk); Grounding DINO the prompt words its box is grounded in."""
+        if self.backend.token_grounded:
+            label = " ".join(str(result["text_labels"][index]).split())
+            return label or None
+        query = int(result["labels"][index])
+        return chunk[query] if query < len(chunk) else None
+
+    def _best(self, result: Mapping[str, Any], image: Image.Image, chunk: Prompt):
         import torch
 
         scores = result["scores"].detach().float().cpu()
         boxes = result["boxes"].detach().float().cpu()
-        if self.backend.token_grounded:  # a box no prompt token reaches is about something else
-            grounded = torch.tensor(
-                [bool(str(label).strip()) for label in result["text_labels"]], dtype=torch.bool
-            )
-            scores, boxes = scores[grounded], boxes[grounded]
-        if len(scores) == 0:
+        keep = torch.tensor(
+            [self._phrase(result, i, chunk) is not None for i in range(len(scores))],
+            dtype=torch.bool,
+        )  # a box no prompt phrase reaches is about something else
+        if not bool(keep.any()):
             return None
+        scores = torch.where(keep, scores, torch.full_like(scores, -1.0))
         best = int(scores.argmax())
         x0, y0, x1, y1 = (float(value) for value in boxes[best])
         width, height = float(image.width), float(image.height)
@@ -195,4 +246,4 @@ class HFDetector:
             min(max(x1, 0.0), width),
             min(max(y1, 0.0), height),
         )
-        return Detection(box, float(scores[best]))
+        return Detection(box, float(scores[best]), self._phrase(result, best, chunk))

@@ -14,6 +14,7 @@ import base64
 import html
 import io
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -63,8 +64,30 @@ def _chosen_box(row: dict) -> Box | None:
     return (row["det_x0"], row["det_y0"], row["det_x1"], row["det_y1"])
 
 
+def _words(text: str) -> str:
+    return " ".join(re.findall(r"[a-z0-9]+", str(text).lower()))
+
+
+def phrase_accuracy(catalog: Catalog, rows: pd.DataFrame) -> float | None:
+    """Share of label-free photos whose box answers their product's own type, scored afterwards
+    with the label the detector never saw (a photo with no named phrase is a miss). None when the
+    detector names no phrase at all (a studio silhouette, the full image)."""
+    if "phrase" not in rows.columns or not (rows["phrase"] != "").any():
+        return None
+    own = dict(zip(catalog.items["item_id"], catalog.items["product_type"], strict=True))
+    hits = [
+        bool(phrase)
+        and (
+            _words(phrase) == _words(own[item]) or _words(phrase).endswith(" " + _words(own[item]))
+        )
+        for phrase, item in zip(rows["phrase"], rows["item_id"], strict=True)
+    ]
+    return _mean(hits)
+
+
 def _ious(rows: pd.DataFrame, truth: pd.DataFrame) -> dict[str, np.ndarray]:
     chosen, cropped, full = [], [], []
+    # full: what no grounding would give (the whole photo) for comparison
     for row in rows.to_dict("records"):
         gt = tuple(truth.loc[row["record_id"], list(BOX_COLUMNS)])
         box = _chosen_box(row)
@@ -87,8 +110,11 @@ def grounding_metrics(catalog: Catalog, boxes: pd.DataFrame) -> dict:
     }
     for table in TABLES:
         rows = boxes[boxes["table"] == table]
+        sources = sorted(set(rows["prompt_source"])) if "prompt_source" in rows.columns else []
         metrics: dict = {
             "photos": int(len(rows)),
+            "prompt_source": ",".join(sources) or None,
+            "phrase_accuracy": phrase_accuracy(catalog, rows) if "vocabulary" in sources else None,
             "fallback_rate": _mean(rows["fallback"].astype(float)),
             "errors": int((rows["error"] != "").sum()),
             "mean_score": _mean(rows["score"]),
@@ -104,6 +130,7 @@ def grounding_metrics(catalog: Catalog, boxes: pd.DataFrame) -> dict:
                     RECALL_KEY: _mean(ious["chosen"] >= IOU_HIT),
                     "mean_iou_crop": _mean(ious["crop"]),
                     "full_image_iou": _mean(ious["full"]),
+                    f"full_image_{RECALL_KEY}": _mean(ious["full"] >= IOU_HIT),
                 }
             )
         result[table] = metrics
@@ -186,6 +213,8 @@ def _tile(row: dict, catalog: Catalog, truth: pd.DataFrame, crops_dir: Path) -> 
         )
     chosen = _chosen_box(row)
     notes = [f"score {row['score']:.2f}"]
+    if row.get("phrase"):
+        notes.append(f"found: {html.escape(row['phrase'])}")
     if gt is not None and chosen is not None:
         notes.append(f"IoU {box_iou(chosen, gt):.2f}")
     if row["fallback"]:
@@ -196,8 +225,14 @@ def _tile(row: dict, catalog: Catalog, truth: pd.DataFrame, crops_dir: Path) -> 
         '<figure class="tile">'
         f'<img src="{photo_uri}" alt="photo"><img class="crop" src="{crop_uri}" alt="crop">'
         f"<figcaption><code>{html.escape(row['record_id'])}</code> "
-        f'"{html.escape(row["prompt"])}"<br>{" · ".join(notes)}</figcaption></figure>'
+        f"{html.escape(_prompt_caption(row))}<br>{' · '.join(notes)}</figcaption></figure>"
     )
+
+
+def _prompt_caption(row: dict) -> str:
+    if row.get("prompt_source") == "vocabulary":
+        return "prompted with the whole vocabulary (no label)"
+    return f'"{row["prompt"]}"' + (" (oracle)" if row.get("prompt_source") == "oracle" else "")
 
 
 def contact_sheet(

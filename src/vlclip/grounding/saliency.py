@@ -32,10 +32,10 @@ from PIL import Image
 from scipy import ndimage
 
 from vlclip.grounding.crops import Box
-from vlclip.grounding.detectors import Detection
+from vlclip.grounding.detectors import Detection, Prompt
 from vlclip.io import stable_hash
 
-VERSION = "1"
+VERSION = "2"
 """Bump when the algorithm changes: cached detections of older versions are then not reused."""
 
 WORK_SIDE = 192
@@ -102,6 +102,10 @@ MIN_WINDOW_SIDE = 6
 TEMPLATE_GRID = 32
 """Silhouettes are averaged on a grid of this size, in box-normalised coordinates."""
 TEMPLATE_MAJORITY = 0.5
+SHARED_SHAPE_IOU = 0.8
+"""Silhouettes overlapping this much (on the grid) are searched for once in a vocabulary prompt."""
+SHARED_ASPECT_GAP = ASPECT_TOLERANCE / 2
+"""... if their aspect ratios (log height/width) are also this close."""
 
 
 @dataclass(frozen=True)
@@ -214,6 +218,28 @@ def shape_prior(masks: Sequence[np.ndarray]) -> ShapePrior | None:
     return ShapePrior(silhouette, float(np.median(aspects)))
 
 
+def shared_shapes(priors: Mapping[str, ShapePrior]) -> dict[str, ShapePrior]:
+    """Map each phrase to the first (by name) silhouette like its own, greedily.
+
+    Sliding a silhouette over a photo is the costly step; a vocabulary prompt (a query photo
+    prompted with every product type) searches each group of look-alike shapes once.
+    """
+    chosen: dict[str, ShapePrior] = {}
+    representatives: list[ShapePrior] = []
+    for phrase in sorted(priors):
+        prior = priors[phrase]
+        for other in representatives:
+            overlap = (prior.mask & other.mask).sum() / max(1, (prior.mask | other.mask).sum())
+            close = abs(prior.log_aspect - other.log_aspect) <= SHARED_ASPECT_GAP
+            if overlap >= SHARED_SHAPE_IOU and close:
+                chosen[phrase] = other
+                break
+        else:
+            representatives.append(prior)
+            chosen[phrase] = prior
+    return chosen
+
+
 # ----------------------------------------------------------------------- proposals
 
 
@@ -270,7 +296,28 @@ def _window_size(prior: ShapePrior, long_side: float) -> tuple[int, int]:
     return round(long_side * aspect), round(long_side)
 
 
-def search_windows(distance: np.ndarray, prior: ShapePrior) -> list[tuple[int, ...]]:
+KernelCache = dict[tuple[int, float, int, int], np.ndarray]
+"""Spectra of silhouette kernels by (prior id, scale, height, width): photos of one size reuse
+them, which halves the search's cost on a catalog of equal-sized photos."""
+
+
+def _kernel_spectrum(
+    prior: ShapePrior, scale: float, box: tuple[int, int], shape: tuple[int, int]
+) -> np.ndarray:
+    box_h, box_w = box
+    u, v = prior.outline()
+    kernel = np.zeros(shape, dtype=np.float32)
+    kernel[
+        np.clip((v * box_h).astype(int), 0, box_h - 1),
+        np.clip((u * box_w).astype(int), 0, box_w - 1),
+    ] = 1.0
+    kernel /= kernel.sum()
+    return np.conj(np.fft.rfft2(kernel))
+
+
+def search_windows(
+    distance: np.ndarray, prior: ShapePrior, kernels: KernelCache | None = None
+) -> list[tuple[int, ...]]:
     """Slide the silhouette's outline over the edge-distance map at several scales.
 
     The mean capped distance of the outline points to the nearest edge, at every position, is a
@@ -280,19 +327,16 @@ def search_windows(distance: np.ndarray, prior: ShapePrior) -> list[tuple[int, .
     """
     height, width = distance.shape
     spectrum = np.fft.rfft2(distance)
-    u, v = prior.outline()
+    kernels = {} if kernels is None else kernels
     windows = []
     for scale in SEARCH_SCALES:
         box_h, box_w = _window_size(prior, scale * max(height, width))
         if min(box_h, box_w) < MIN_WINDOW_SIDE or box_h > height or box_w > width:
             continue
-        kernel = np.zeros((height, width), dtype=np.float32)
-        kernel[
-            np.clip((v * box_h).astype(int), 0, box_h - 1),
-            np.clip((u * box_w).astype(int), 0, box_w - 1),
-        ] = 1.0
-        kernel /= kernel.sum()
-        correlation = np.fft.irfft2(spectrum * np.conj(np.fft.rfft2(kernel)), s=(height, width))
+        key = (id(prior), float(scale), height, width)
+        if key not in kernels:
+            kernels[key] = _kernel_spectrum(prior, scale, (box_h, box_w), (height, width))
+        correlation = np.fft.irfft2(spectrum * kernels[key], s=(height, width))
         mean_distance = correlation[: height - box_h + 1, : width - box_w + 1]
         flat = mean_distance.ravel()
         top = np.argpartition(flat, min(SEARCH_TOP, flat.size - 1))[:SEARCH_TOP]
@@ -309,53 +353,79 @@ def search_windows(distance: np.ndarray, prior: ShapePrior) -> list[tuple[int, .
 
 
 def chamfer_similarity(
-    distance: np.ndarray, box: Sequence[float], outline: tuple[np.ndarray, np.ndarray]
-) -> float:
-    """1 when every outline point stretched into ``box`` lies on an edge, 0 when none is near."""
+    distance: np.ndarray, boxes: np.ndarray, outline: tuple[np.ndarray, np.ndarray]
+) -> np.ndarray:
+    """Per box (rows of x0, y0, x1, y1): 1 when every outline point stretched into it lies on
+    an edge, 0 when none is near."""
     u, v = outline
-    x0, y0, x1, y1 = box
+    x0, y0, x1, y1 = (boxes[:, i : i + 1] for i in range(4))
     cols = np.clip((x0 + u * (x1 - x0)).astype(int), 0, distance.shape[1] - 1)
     rows = np.clip((y0 + v * (y1 - y0)).astype(int), 0, distance.shape[0] - 1)
-    return float(1.0 - distance[rows, cols].mean() / CHAMFER_CAP)
+    return 1.0 - distance[rows, cols].mean(axis=1) / CHAMFER_CAP
 
 
-def score_box(
-    box: Sequence[float],
+def score_boxes(
+    boxes: np.ndarray,
     distance: np.ndarray,
     prior: ShapePrior,
     outline: tuple[np.ndarray, np.ndarray],
     use_aspect: bool,
-) -> float:
+) -> np.ndarray:
+    """How well each box fits the prior's silhouette, is in frame, large enough and shaped right."""
     height, width = distance.shape
-    box_w, box_h = box[2] - box[0], box[3] - box[1]
-    in_frame = box[0] > 0 and box[1] > 0 and box[2] < width and box[3] < height
-    score = chamfer_similarity(distance, box, outline)
-    score *= 1.0 if in_frame else BORDER_FACTOR
-    score *= min(1.0, box_w * box_h / (MIN_PRODUCT_SHARE * height * width))
+    box_w, box_h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    in_frame = (boxes[:, 0] > 0) & (boxes[:, 1] > 0) & (boxes[:, 2] < width)
+    in_frame &= boxes[:, 3] < height
+    score = chamfer_similarity(distance, boxes, outline)
+    score = score * np.where(in_frame, 1.0, BORDER_FACTOR)
+    score = score * np.minimum(1.0, box_w * box_h / (MIN_PRODUCT_SHARE * height * width))
     if use_aspect:
-        score *= float(
-            np.exp(-(((np.log(box_h / box_w) - prior.log_aspect) / ASPECT_TOLERANCE) ** 2))
+        score = score * np.exp(
+            -(((np.log(box_h / box_w) - prior.log_aspect) / ASPECT_TOLERANCE) ** 2)
         )
-    return max(0.0, score)
+    return np.maximum(0.0, score)
 
 
-def detect_in_clutter(pixels: np.ndarray, prior: ShapePrior | None) -> Detection | None:
+def detect_in_clutter(
+    pixels: np.ndarray,
+    priors: Mapping[str, ShapePrior | None],
+    search_shapes: Mapping[str, ShapePrior] | None = None,
+    kernels: KernelCache | None = None,
+) -> Detection | None:
+    """The best box over every prompt phrase; the phrase of the winning fit is returned.
+
+    Each phrase's silhouette is slid over the photo (``search_shapes`` may map it to a similar
+    silhouette searched on its behalf: a vocabulary of many types shares few shapes), and the
+    windows found plus every outline proposal are scored against the phrase's own silhouette.
+    A phrase without a prior (no studio photo taught its shape) scores proposals by how tightly
+    outlines fill them.
+    """
     lum = luminance(pixels)
     contrast = outline_contrast(lum)
     edges = contrast > CHAMFER_LEVEL
-    if not edges.any():
+    if not edges.any() or not priors:
         return None
     distance = np.minimum(ndimage.distance_transform_edt(~edges), CHAMFER_CAP).astype(np.float32)
-    candidates = outline_proposals(contrast, relative_outline_contrast(lum))
-    if prior is not None:
-        candidates += search_windows(distance, prior)
-    if not candidates:
-        return None
-    shape = prior or RECTANGLE
-    outline = shape.outline()
-    scores = [score_box(box, distance, shape, outline, prior is not None) for box in candidates]
-    best = int(np.argmax(scores))
-    return Detection(tuple(float(v) for v in candidates[best]), scores[best])
+    proposals = outline_proposals(contrast, relative_outline_contrast(lum))
+    searched: dict[int, list[tuple[int, ...]]] = {}
+    best: Detection | None = None
+    for phrase, prior in priors.items():
+        windows: list[tuple[int, ...]] = []
+        if prior is not None:
+            shape = (search_shapes or {}).get(phrase, prior)
+            if id(shape) not in searched:
+                searched[id(shape)] = search_windows(distance, shape, kernels)
+            windows = searched[id(shape)]
+        candidates = proposals + windows
+        if not candidates:
+            continue
+        shape = prior or RECTANGLE
+        boxes = np.asarray(candidates, dtype=np.float32)
+        scores = score_boxes(boxes, distance, shape, shape.outline(), prior is not None)
+        index = int(np.argmax(scores))
+        if best is None or scores[index] > best.score:
+            best = Detection(tuple(float(v) for v in boxes[index]), float(scores[index]), phrase)
+    return best
 
 
 def detect_in_studio(pixels: np.ndarray) -> Detection | None:
@@ -390,6 +460,9 @@ class SaliencyDetector:
 
     def __init__(self) -> None:
         self.priors: dict[str, ShapePrior] = {}
+        self.search_shapes: dict[str, ShapePrior] = {}
+        """Phrase -> the similar silhouette searched for it when many phrases are prompted."""
+        self.kernels: KernelCache = {}
 
     def fingerprint(self) -> str:
         return stable_hash(self.name, VERSION, WORK_SIDE)
@@ -411,21 +484,32 @@ class SaliencyDetector:
             prior = shape_prior(masks)
             if prior is not None:
                 self.priors[prompt] = prior
+        self.search_shapes = shared_shapes(self.priors)
+        self.kernels = {}
 
-    def detect_one(self, image: Image.Image, prompt: str) -> Detection | None:
+    def detect_one(self, image: Image.Image, prompt: Prompt) -> Detection | None:
         pixels, scale = _working_copy(image)
         if border_spread(pixels) <= CLEAN_BORDER_SPREAD:
             found = detect_in_studio(pixels)
+            phrase = prompt[0] if len(prompt) == 1 else None  # a silhouette names no type
         else:
-            found = detect_in_clutter(pixels, self.priors.get(prompt))
+            found = detect_in_clutter(
+                pixels,
+                {phrase: self.priors.get(phrase) for phrase in prompt},
+                self.search_shapes if len(prompt) > 1 else None,
+                self.kernels,
+            )
+            phrase = found.phrase if found is not None else None
         if found is None:
             return None
         x0, y0, x1, y1 = (value * scale for value in found.box)
         return Detection(
-            (x0, y0, min(x1, float(image.width)), min(y1, float(image.height))), found.score
+            (x0, y0, min(x1, float(image.width)), min(y1, float(image.height))),
+            found.score,
+            phrase,
         )
 
-    def detect(self, images: list[Image.Image], prompts: list[str]) -> list[Detection | None]:
+    def detect(self, images: list[Image.Image], prompts: list[Prompt]) -> list[Detection | None]:
         return [
             self.detect_one(image, prompt) for image, prompt in zip(images, prompts, strict=True)
         ]

@@ -37,6 +37,7 @@ from vlclip.grounding.detectors import (
     Detector,
     DetectorUnavailable,
     LearnsFromExemplars,
+    Prompt,
     make_detector,
 )
 from vlclip.images import load_rgb
@@ -60,8 +61,11 @@ class Record:
     record_id: str
     item_id: str
     image: Path
-    prompt: str
-    """The product type; each detector turns it into its own prompt text."""
+    phrases: tuple[str, ...]
+    """Product types to look for; each detector turns them into its own prompt phrases. A
+    listing: its own type. A query photo: the catalog's whole vocabulary (it has no label)."""
+    source: str
+    """Where the phrases came from: ``listing``, ``vocabulary`` or ``oracle`` (diagnosis)."""
     sha256: str | None = None
     """Content hash of the image file (from ingest); None: hashed when needed."""
 
@@ -70,11 +74,21 @@ def _column(frame: pd.DataFrame, name: str) -> list:
     return list(frame[name]) if name in frame.columns else [None] * len(frame)
 
 
-def records_of(catalog: Catalog) -> list[Record]:
+def vocabulary(catalog: Catalog) -> tuple[str, ...]:
+    """Every product type of the catalog, sorted: what a label-free query photo is prompted with."""
+    return tuple(sorted({str(value) for value in catalog.items["product_type"]}))
+
+
+def records_of(catalog: Catalog, query_prompt: str = "vocabulary") -> list[Record]:
+    """Photos to ground. Listings know their type; query photos get the whole vocabulary.
+
+    ``query_prompt="oracle"`` prompts a query photo with its product's true type instead: a label
+    no shopper's photo has, so only for measuring what the label is worth.
+    """
     product_type = dict(zip(catalog.items["item_id"], catalog.items["product_type"], strict=True))
     items, queries = catalog.items, catalog.queries
     records = [
-        Record("items", item_id, item_id, catalog.image_file(path), ptype, sha)
+        Record("items", item_id, item_id, catalog.image_file(path), (str(ptype),), "listing", sha)
         for item_id, path, ptype, sha in zip(
             items["item_id"],
             items["image_path"],
@@ -83,8 +97,21 @@ def records_of(catalog: Catalog) -> list[Record]:
             strict=True,
         )
     ]
+    everything = vocabulary(catalog)
+
+    def query_phrases(item_id: str) -> tuple[str, ...]:
+        return (str(product_type[item_id]),) if query_prompt == "oracle" else everything
+
     records += [
-        Record("queries", query_id, item_id, catalog.image_file(path), product_type[item_id], sha)
+        Record(
+            "queries",
+            query_id,
+            item_id,
+            catalog.image_file(path),
+            query_phrases(item_id),
+            query_prompt,
+            sha,
+        )
         for query_id, item_id, path, sha in zip(
             queries["query_id"],
             queries["item_id"],
@@ -115,9 +142,9 @@ def content_hash(record: Record) -> str:
 
 
 def exemplar_choice(
-    records: list[Record], prompts: dict[Record, str], hashes: dict[Record, str], per_prompt: int
+    records: list[Record], prompts: dict[Record, Prompt], hashes: dict[Record, str], per_prompt: int
 ) -> dict[str, list[Record]]:
-    """Catalog listings that teach an exemplar-based detector each prompt.
+    """Catalog listings that teach an exemplar-based detector each phrase (their own type).
 
     Chosen by content hash (not by order or id), so the choice, and the cache keys that depend
     on it, change only when a chosen photo changes or a new photo sorts in front of them.
@@ -125,7 +152,7 @@ def exemplar_choice(
     by_prompt: dict[str, list[Record]] = defaultdict(list)
     for record in records:
         if record.table == "items":
-            by_prompt[prompts[record]].append(record)
+            by_prompt[prompts[record][0]].append(record)
     return {
         prompt: sorted(group, key=lambda record: hashes[record])[:per_prompt]
         for prompt, group in by_prompt.items()
@@ -154,7 +181,7 @@ def _batches(records: list[Record], size: int) -> Iterator[list[Record]]:
 
 
 def _detect_batch(
-    detector: Detector, images: list[Image.Image], prompts: list[str]
+    detector: Detector, images: list[Image.Image], prompts: list[Prompt]
 ) -> tuple[list[Detection | None], list[str | None]]:
     """Detections and per-image errors; a failing batch is retried photo by photo."""
     try:
@@ -191,8 +218,8 @@ class Plan:
     """What each photo's detection and crop depend on, hashed: the keys of all reuse."""
 
     records: list[Record]
-    prompts: dict[Record, str]
-    """The detector's prompt text for each photo."""
+    prompts: dict[Record, Prompt]
+    """The detector's prompt phrases for each photo."""
     keys: dict[Record, str]
     """Detection key: detector settings, image content, prompt, and exemplars if any."""
     crop_keys: dict[Record, str]
@@ -202,8 +229,9 @@ class Plan:
 
 
 def plan(catalog: Catalog, params: GroundParams, detector: Detector) -> Plan:
-    records = records_of(catalog)
-    prompts = {record: detector.format_prompt(record.prompt) for record in records}
+    records = records_of(catalog, params.query_prompt)
+    formatted = {phrase: detector.format_prompt(phrase) for r in records for phrase in r.phrases}
+    prompts = {record: tuple(formatted[phrase] for phrase in record.phrases) for record in records}
     hashes = {record: content_hash(record) for record in records}
     fingerprint = detector.fingerprint()
     exemplars: dict[str, list[Record]] = {}
@@ -215,7 +243,10 @@ def plan(catalog: Catalog, params: GroundParams, detector: Detector) -> Plan:
     }
     keys = {
         record: stable_hash(
-            fingerprint, hashes[record], prompts[record], exemplar_keys.get(prompts[record])
+            fingerprint,
+            hashes[record],
+            list(prompts[record]),
+            [exemplar_keys.get(phrase) for phrase in prompts[record]],
         )
         for record in records
     }
@@ -338,7 +369,9 @@ class _Run:
             "box_x1": box[2],
             "box_y1": box[3],
             "score": score,
-            "prompt": self.plan.prompts[record],
+            "prompt": PROMPT_SEPARATOR.join(self.plan.prompts[record]),
+            "prompt_source": record.source,
+            "phrase": (detection.phrase or "") if detection is not None else "",
             "detector": self.detector.name,
             "fallback": bool(fallback),
             "det_x0": det[0],
@@ -407,6 +440,8 @@ BOXES_COLUMNS = (
     "box_y1",
     "score",
     "prompt",
+    "prompt_source",
+    "phrase",
     "detector",
     "fallback",
     "det_x0",
@@ -419,7 +454,11 @@ BOXES_COLUMNS = (
     "key",
 )
 """box_*: the cropped region (padded, or the full image on fallback); det_*: the detector's best
-box before padding (NaN when it found none); key: hash of everything the crop depends on."""
+box before padding (NaN when it found none); prompt: the phrases the detector was given
+(joined by PROMPT_SEPARATOR), prompt_source: listing (own type), vocabulary (label-free query)
+or oracle (the query's true type, diagnosis only); phrase: the phrase the chosen box answers;
+key: hash of everything the crop depends on."""
+PROMPT_SEPARATOR = " | "
 
 
 def _previous_rows(out_dir: Path) -> dict[tuple[str, str], dict]:
