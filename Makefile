@@ -7,11 +7,12 @@ export PATH := $(BIN):$(PATH)
 export GX_ANALYTICS_ENABLED := False
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup run ablation test lint bench clean help
+.PHONY: setup run ablation airflow test lint bench clean help
 
 help:
 	@echo "make run    set up .venv and run the pipeline (dvc repro) on params.yaml's catalog"
 	@echo "make ablation  retrain one model per input variant and seed (about 30 min on the demo)"
+	@echo "make airflow   Airflow 3 (standalone, SQLite) with the vlclip DAGs on 127.0.0.1:$(AIRFLOW_PORT)"
 	@echo "make test   set up .venv and run the tests"
 	@echo "make lint   ruff"
 	@echo "make bench  benchmarks; writes bench/results/ and the README table"
@@ -45,6 +46,26 @@ run: setup
 	@echo "data gate:   reports/validation/validation.json and Data Docs under reports/validation/gx/"
 	@echo "model:       models/model.pt   index: index/catalog.faiss"
 	@echo "try:         $(VENV)/bin/vlclip recommend demo-00000  |  $(VENV)/bin/vlclip search 'red soda can'"
+
+# Airflow for one machine: the embedded database and executor (`airflow standalone`), our dags/,
+# examples off, bound to 127.0.0.1. Production (PostgreSQL, Celery workers): docker/.
+AIRFLOW_HOME ?= $(CURDIR)/.airflow
+AIRFLOW_PORT ?= 8080
+AIRFLOW_ENV = AIRFLOW_HOME=$(AIRFLOW_HOME) AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags \
+	AIRFLOW__CORE__LOAD_EXAMPLES=False AIRFLOW__API__HOST=127.0.0.1 \
+	AIRFLOW__API__PORT=$(AIRFLOW_PORT) AIRFLOW__API__BASE_URL=http://127.0.0.1:$(AIRFLOW_PORT) \
+	AIRFLOW__CORE__EXECUTION_API_SERVER_URL=http://127.0.0.1:$(AIRFLOW_PORT)/execution/ \
+	AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS=admin:admin VLCLIP_REPO=$(CURDIR)
+
+airflow: setup
+	$(AIRFLOW_ENV) $(BIN)/airflow db migrate >/dev/null
+	$(AIRFLOW_ENV) $(BIN)/airflow pools set vlclip_dvc 1 "DVC holds a repository lock" >/dev/null
+	@echo
+	@echo "Airflow UI: http://127.0.0.1:$(AIRFLOW_PORT)  user: admin"
+	@echo "password:   printed below, and in $(AIRFLOW_HOME)/simple_auth_manager_passwords.json.generated"
+	@echo "retrain:    open the DAG vlclip_retrain, press Trigger, change values, Trigger"
+	@echo
+	$(AIRFLOW_ENV) $(BIN)/airflow standalone
 
 # One model per input variant and seed, reusing the pipeline's crops and texts (DVC caches runs).
 ablation: setup

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
+import yaml
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -17,3 +22,63 @@ def write_image(path: Path, size: tuple[int, int] = (64, 48), seed: int = 0) -> 
     pixels = np.random.default_rng(seed).integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
     Image.fromarray(pixels).save(path)
     return path
+
+
+BIN = Path(sys.executable).parent
+
+
+def merge(base: dict, override: dict) -> dict:
+    """``base`` with ``override``'s keys replaced, recursively (params.yaml overrides)."""
+    merged = dict(base)
+    for key, value in override.items():
+        merged[key] = merge(base.get(key, {}), value) if isinstance(value, dict) else value
+    return merged
+
+
+def command_env(**extra: str) -> dict[str, str]:
+    """The environment commands run with in tests: our venv first, no real API key."""
+    inherited = {
+        k: v for k, v in os.environ.items() if k not in ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL")
+    }
+    return {
+        **inherited,
+        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+        "DVC_NO_ANALYTICS": "1",
+        "GX_ANALYTICS_ENABLED": "False",
+        **extra,
+    }
+
+
+def run_command(
+    args: list[str], cwd: Path, check: bool = True, timeout: float = 900, **env: str
+) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        args, cwd=cwd, env=command_env(**env), capture_output=True, text=True, timeout=timeout
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"{args} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
+    return result
+
+
+def make_workspace(target: Path, params_override: dict) -> Path:
+    """A copy of the repository's files (tracked and not ignored) as a fresh git + DVC
+    checkout, with ``params_override`` merged into its params.yaml and committed."""
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    for name in listed:
+        source = REPO / name
+        if source.is_file():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / name)
+    params = yaml.safe_load((target / "params.yaml").read_text())
+    (target / "params.yaml").write_text(yaml.safe_dump(merge(params, params_override)))
+    identity = ["-c", "user.name=vlclip-tests", "-c", "user.email=tests@vlclip.invalid"]
+    run_command(["git", "init", "-q"], target)
+    run_command(["git", "add", "-A"], target)
+    run_command(["git", *identity, "commit", "-qm", "workspace"], target)
+    return target

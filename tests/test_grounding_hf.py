@@ -134,3 +134,19 @@ def test_fingerprint_follows_weights_and_thresholds(checkpoints, tmp_path):
     first = make_detector(owl.model_copy(update={"checkpoint": str(copy)})).fingerprint()
     build_owlv2(copy, seed=2)  # new weights in the same folder
     assert make_detector(owl.model_copy(update={"checkpoint": str(copy)})).fingerprint() != first
+
+
+@pytest.mark.parametrize("name", sorted(BUILDERS))
+def test_a_vocabulary_longer_than_the_text_encoder_reads_is_chunked(name, checkpoints, tmp_path):
+    detector = make_detector(_params(name, checkpoints[name], tmp_path))
+    vocabulary = tuple(detector.format_prompt(f"soda can {i}") for i in range(40))
+    chunks = detector._chunks(vocabulary)
+    assert sum(chunks, ()) == vocabulary  # every phrase asked, once, in order
+    processor, model, _ = detector.load()
+    limit = getattr(model.config, "max_text_len", None)
+    if HF_BACKENDS[name].token_grounded:
+        assert len(chunks) > 1
+        assert all(detector._tokens(processor, list(chunk)) <= limit for chunk in chunks)
+    image = Image.fromarray(np.zeros((48, 64, 3), dtype=np.uint8))
+    (found,) = detector.detect([image], [vocabulary])
+    assert found is not None and found.phrase

@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
-from helpers import REPO
+from helpers import make_workspace
+from helpers import run_command as _run
+
+from vlclip.pipeline import load_stages
 
 pytestmark = pytest.mark.e2e
-BIN = Path(sys.executable).parent
 SMALL = {
     "ingest": {
         "source": {
@@ -32,6 +30,7 @@ SMALL = {
     # scored on the products the model trained on: 48 drawn products are too few for a model
     # trained from scratch to generalise (the ablation measures unseen products, with intervals)
     "evaluate": {"split": "train"},
+    "promote": {"metric": "text_to_image.mrr"},  # the task training moves most here
     "ablation": {
         "seeds": [0, 1],
         "epochs": 1,
@@ -46,69 +45,14 @@ SMALL = {
 MIN_GAIN_HITS5 = {"text_to_image": 0.3, "image_to_catalog": 0.05}
 
 
-def _merge(base: dict, override: dict) -> dict:
-    merged = dict(base)
-    for key, value in override.items():
-        merged[key] = _merge(base.get(key, {}), value) if isinstance(value, dict) else value
-    return merged
-
-
-def _run(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    # never reach the real API from tests, whatever the developer's shell exports
-    inherited = {
-        k: v for k, v in os.environ.items() if k not in ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL")
-    }
-    env = {
-        **inherited,
-        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
-        "DVC_NO_ANALYTICS": "1",
-        "GX_ANALYTICS_ENABLED": "False",
-    }
-    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
-    if check and result.returncode != 0:
-        raise AssertionError(f"{args} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
-    return result
-
-
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory) -> Path:
-    """A copy of the repository's tracked files, as a fresh git + DVC checkout."""
-    target = tmp_path_factory.mktemp("repo")
-    listed = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
-    for name in listed:
-        source = REPO / name
-        if source.is_file():
-            (target / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, target / name)
-    params = yaml.safe_load((target / "params.yaml").read_text())
-    (target / "params.yaml").write_text(yaml.safe_dump(_merge(params, SMALL)))
-    _run(["git", "init", "-q"], target)
-    _run(["git", "add", "-A"], target)
-    _run(
-        [
-            "git",
-            "-c",
-            "user.name=vlclip-tests",
-            "-c",
-            "user.email=tests@vlclip.invalid",
-            "commit",
-            "-qm",
-            "workspace",
-        ],
-        target,
-    )
-    return target
+    return make_workspace(tmp_path_factory.mktemp("repo"), SMALL)
 
 
 def test_dvc_repro_runs_every_stage(workspace):
     result = _run(["dvc", "repro"], workspace)
-    for stage in ("ingest", "validate", "ground", "enrich", "train", "embed", "evaluate", "index"):
+    for stage in load_stages(workspace):
         assert f"Running stage '{stage}'" in result.stdout
     metrics = json.loads((workspace / "reports/metrics.json").read_text())
     for variant in ("model", "baseline"):
@@ -130,6 +74,12 @@ def test_dvc_repro_runs_every_stage(workspace):
     assert not (workspace / "reports/ablation.md").exists()  # `make run` trains no ablation
     assert (workspace / "models/model.pt").is_file()
     assert (workspace / "index/catalog.faiss").is_file()
+    promotion = json.loads((workspace / "reports/promotion.json").read_text())
+    assert promotion["promoted"] and promotion["champion"] is None  # the first model
+    champion = workspace / "champion"
+    assert (champion / "models/model.pt").read_bytes() == (
+        workspace / "models/model.pt"
+    ).read_bytes()
     assert (workspace / "reports/validation/validation.json").is_file()
     assert (workspace / "reports/train/metrics.json").is_file()
     assert (workspace / "reports/plots/hits_at_k.csv").is_file()
@@ -213,6 +163,22 @@ def test_outputs_are_cached_and_pushed_to_the_local_remote(workspace):
     _run(["dvc", "push"], workspace)
     remote = workspace / ".dvc-storage"
     assert remote.is_dir() and any(remote.rglob("*"))
+
+
+def test_a_worse_model_does_not_replace_the_champion(workspace):
+    champion = (workspace / "champion/models/model.pt").read_bytes()
+    params = yaml.safe_load((workspace / "params.yaml").read_text())
+    params["train"]["epochs"] = 1  # a model that learned almost nothing
+    (workspace / "params.yaml").write_text(yaml.safe_dump(params))
+    result = _run(["dvc", "repro"], workspace)
+    assert "Running stage 'promote'" in result.stdout
+    promotion = json.loads((workspace / "reports/promotion.json").read_text())
+    assert not promotion["promoted"] and promotion["decision"] == "kept"
+    assert promotion["champion"] > promotion["challenger"]
+    assert (workspace / "champion/models/model.pt").read_bytes() == champion
+    # recommendations keep coming from the champion's index
+    result = _run(["vlclip", "recommend", "demo-00000", "-k", "2"], workspace)
+    assert len([line for line in result.stdout.splitlines() if "demo-" in line]) == 2
 
 
 def test_failed_gate_stops_the_pipeline_and_keeps_good_outputs(workspace):

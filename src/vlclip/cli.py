@@ -15,7 +15,8 @@ from vlclip.config import DEFAULT_PARAMS, Params, ParamsError, load_params
 
 app = typer.Typer(
     help="VL-CLIP pipeline: ingest -> validate -> ground -> enrich -> train -> embed -> "
-    "evaluate -> index. Settings come from params.yaml; run the whole chain with `dvc repro`.",
+    "evaluate -> index -> promote. Settings come from params.yaml; run the whole chain with "
+    "`dvc repro`.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -190,6 +191,16 @@ def index_command(params: ParamsOption = DEFAULT_PARAMS) -> None:
     settings = _params(params)
     count = _run(lambda: run_index(settings, _layout()))
     typer.echo(f"indexed {count} items ({settings.index.kind}): index/")
+
+
+@app.command("promote")
+def promote_command(params: ParamsOption = DEFAULT_PARAMS) -> None:
+    """Replace champion/ with the new model only if it beats it (promote.metric, margin)."""
+    from vlclip.stages import run_promote
+
+    settings = _params(params)
+    report = _run(lambda: run_promote(settings, _layout()))
+    typer.echo(f"promotion: {report['decision']} ({report['reason']}): reports/promotion.json")
 
 
 ablation_app = typer.Typer(

@@ -26,7 +26,7 @@ DEFAULT_PARAMS = Path("params.yaml")
 class Section(BaseModel):
     """Base for every section: unknown keys are errors, not silently ignored."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
 # --------------------------------------------------------------------------- ingest
@@ -238,11 +238,20 @@ class EvaluateParams(Section):
 
 
 class IndexParams(Section):
-    kind: Literal["flat", "hnsw"] = "flat"
+    kind: Literal["flat", "hnsw"] = "hnsw"
     hnsw_m: Annotated[int, Field(ge=4, le=256)] = 32
     top_k: PositiveInt = 10
     text_weight: Annotated[float, Field(ge=0.0, le=1.0)] = 0.5
     """Item vectors fuse image and text embeddings: ``(1-w)*image + w*text``."""
+
+
+class PromoteParams(Section):
+    """The promotion gate: the new model replaces the champion only when it is better."""
+
+    metric: Annotated[str, Field(pattern=r"^[a-z_]+\.[a-z0-9@_]+$")] = "image_to_catalog.mrr"
+    """``task.metric`` from reports/metrics.json, higher is better."""
+    min_improvement: float = 0.005
+    """Absolute margin the challenger must beat the champion by (0: a tie promotes)."""
 
 
 # --------------------------------------------------------------------------- ablation
@@ -281,6 +290,7 @@ class Params(Section):
     embed: EmbedParams = EmbedParams()
     evaluate: EvaluateParams = EvaluateParams()
     index: IndexParams = IndexParams()
+    promote: PromoteParams = PromoteParams()
     ablation: AblationParams = AblationParams()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)

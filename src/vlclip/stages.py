@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from vlclip.catalog.ingest import describe, ingest
 from vlclip.catalog.schema import (
     ITEMS_FILE,
     MANIFEST_FILE,
@@ -53,6 +52,7 @@ class Layout:
     index: Path = Path("index")
     reports: Path = Path("reports")
     ablation_runs: Path = Path("reports/ablation/runs")
+    champion: Path = Path("champion")
 
 
 class GateFailed(RuntimeError):
@@ -60,6 +60,8 @@ class GateFailed(RuntimeError):
 
 
 def run_ingest(params: Params, layout: Layout) -> Manifest:
+    from vlclip.catalog.ingest import describe, ingest
+
     manifest = ingest(params.ingest, layout.catalog)
     write_json(layout.reports / "ingest.json", json.loads(manifest.to_json()))
     log.info(describe(manifest, layout.catalog))
@@ -294,10 +296,64 @@ def run_index(params: Params, layout: Layout) -> int:
     )
 
 
+def run_promote(params: Params, layout: Layout) -> dict:
+    """Compare the new model with the champion on the same evaluation set; keep the better.
+
+    The champion is re-evaluated on the current catalog, crops and texts, so both scores come
+    from one evaluation set. Writes reports/promotion.json; replaces champion/ only on a win.
+    """
+    from vlclip.embed import embed_catalog
+    from vlclip.evaluate import evaluate_embeddings
+    from vlclip.model import CARD_FILE, load_checkpoint
+    from vlclip.promote import decide, headline, install_champion
+
+    evaluate = params.evaluate
+    challenger = json.loads((layout.reports / "metrics.json").read_text())["model"]
+    champion_models = layout.champion / "models"
+    champion_metrics = None
+    if (champion_models / CARD_FILE).is_file():
+        catalog = load_catalog(layout.validated)
+        bundle = load_checkpoint(champion_models, device=params.embed.device)
+        embeddings = embed_catalog(
+            bundle,
+            catalog.items,
+            catalog.queries_in(evaluate.split),
+            pipeline_views(layout),
+            params.embed.batch_size,
+        )
+        champion_metrics = evaluate_embeddings(
+            embeddings, evaluate.split, evaluate.ks, evaluate.ndcg_k
+        )
+    metric = params.promote.metric
+    decision = decide(
+        headline(challenger, metric),
+        headline(champion_metrics, metric) if champion_metrics is not None else None,
+        params.promote,
+    )
+    if decision.promoted:
+        install_champion(layout.champion, layout.models, layout.index, challenger, decision)
+    report = {
+        **decision.as_dict(),
+        "split": evaluate.split,
+        "challenger_metrics": challenger,
+        "champion_metrics": champion_metrics,
+    }
+    write_json(layout.reports / "promotion.json", report)
+    log.info("promotion: %s (%s)", decision.decision, decision.reason)
+    return report
+
+
+def serving_folders(layout: Layout) -> tuple[Path, Path]:
+    """The model and index that recommend and search use: the champion's when there is one."""
+    if (layout.champion / "index").is_dir() and (layout.champion / "models").is_dir():
+        return layout.champion / "models", layout.champion / "index"
+    return layout.models, layout.index
+
+
 def recommend(item_id: str, k: int, layout: Layout) -> pd.DataFrame:
     from vlclip.index import CatalogIndex
 
-    return CatalogIndex.load(layout.index).similar(item_id, k)
+    return CatalogIndex.load(serving_folders(layout)[1]).similar(item_id, k)
 
 
 def search_text(query: str, k: int, params: Params, layout: Layout) -> pd.DataFrame:
@@ -305,6 +361,7 @@ def search_text(query: str, k: int, params: Params, layout: Layout) -> pd.DataFr
     from vlclip.index import CatalogIndex
     from vlclip.model import load_checkpoint
 
-    bundle = load_checkpoint(layout.models, device=params.embed.device)
+    models, index = serving_folders(layout)
+    bundle = load_checkpoint(models, device=params.embed.device)
     vector = embed_texts(bundle, [query], batch_size=1, desc="embedding query")
-    return CatalogIndex.load(layout.index).search(vector[0], k)
+    return CatalogIndex.load(index).search(vector[0], k)

@@ -174,9 +174,7 @@ class HFDetector:
         chunks wins.
         """
         jobs = [
-            (index, prompt[start : start + self.phrases_per_prompt])
-            for index, prompt in enumerate(prompts)
-            for start in range(0, len(prompt), self.phrases_per_prompt)
+            (index, chunk) for index, prompt in enumerate(prompts) for chunk in self._chunks(prompt)
         ]
         best: list[Detection | None] = [None] * len(images)
         for start in range(0, len(jobs), max(1, len(images))):
@@ -187,6 +185,28 @@ class HFDetector:
                 if detection is not None and (current is None or detection.score > current.score):
                     best[index] = detection
         return best
+
+    def _chunks(self, prompt: Prompt) -> list[Prompt]:
+        """At most ``phrases_per_prompt`` phrases per chunk and, for a model that reads a
+        bounded number of text tokens (``config.max_text_len``), no more tokens than that."""
+        processor, model, _ = self.load()
+        limit = getattr(model.config, "max_text_len", None) if self.backend.token_grounded else None
+        chunks: list[Prompt] = []
+        current: list[str] = []
+        for phrase in prompt:
+            candidate = [*current, phrase]
+            too_long = limit is not None and current and self._tokens(processor, candidate) > limit
+            if len(candidate) > self.phrases_per_prompt or too_long:
+                chunks.append(tuple(current))
+                candidate = [phrase]
+            current = candidate
+        if current:
+            chunks.append(tuple(current))
+        return chunks
+
+    @staticmethod
+    def _tokens(processor: Any, phrases: list[str]) -> int:
+        return len(processor.tokenizer(" ".join(phrases))["input_ids"])
 
     def _detect_chunks(
         self, images: list[Image.Image], chunks: list[Prompt]
