@@ -1,6 +1,6 @@
 """Grounding: stage throughput against a bare detector loop, and box quality per backend.
 
-Throughput rows compare ``vlclip.grounding.ground`` (decode, detect, cache, crop, write) with
+Throughput rows compare ``vlclip.ground.ground`` (decode, detect, cache, crop, write) with
 the loop one would write around the same detector (decode, detect, nothing else) on the same
 photos at the same batch size; each variant runs in its own process so peak memory is its own.
 Grounding DINO is a tiny *randomly initialised* model here (no weights offline): it measures
@@ -42,7 +42,7 @@ def _catalog(folder: Path, products: int, queries: int):
 
 
 def _prepare(folder: Path) -> None:
-    from vlclip.grounding.tiny_models import build_grounding_dino
+    from vlclip.ground.tiny_models import build_grounding_dino
 
     _catalog(folder / "catalog", PHOTOS // 4, 3)
     build_grounding_dino(folder / "dino")
@@ -54,9 +54,9 @@ def _variant(name: str, folder: Path) -> tuple[float, int]:
 
     from vlclip.catalog.schema import load_catalog
     from vlclip.config import GroundParams
-    from vlclip.grounding import ground, make_detector
-    from vlclip.grounding.detectors import LearnsFromExemplars
-    from vlclip.grounding.stage import plan, records_of
+    from vlclip.ground import ground, make_detector
+    from vlclip.ground.detectors import LearnsFromExemplars
+    from vlclip.ground.stage import plan, records_of
     from vlclip.images import load_rgb
 
     catalog = load_catalog(folder / "catalog")
@@ -106,7 +106,7 @@ def _child(name: str, folder: str) -> None:
 def _quality(folder: Path) -> list[dict]:
     """Mean IoU on the demo query photos: saliency against the full photo (no grounding)."""
     from vlclip.config import GroundParams
-    from vlclip.grounding import ground, grounding_metrics
+    from vlclip.ground import ground, grounding_metrics
 
     catalog = _catalog(folder / "quality", QUALITY_PRODUCTS, QUALITY_QUERIES)
     measured = {}

@@ -21,7 +21,7 @@ from vlclip.ablation import (
 from vlclip.catalog.schema import Catalog, Manifest
 from vlclip.config import AblationParams, parse_params
 from vlclip.enrich.stage import TEXTS_FILE
-from vlclip.grounding import BOXES_FILE
+from vlclip.ground import BOXES_FILE
 from vlclip.stages import Layout, ablation_views
 
 

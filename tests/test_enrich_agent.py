@@ -34,7 +34,7 @@ from vlclip.enrich.batch import STATE_FILE, BatchPending
 from vlclip.enrich.prompts import PromptSet
 from vlclip.enrich.rule_based import Glossary, enrich_item
 from vlclip.enrich.schemas import shingles
-from vlclip.grounding import BOXES_FILE
+from vlclip.ground import BOXES_FILE
 
 SECRET = "sk-ant-test-0123456789-never-log-me"
 DATA = re.compile(r"<product_data>\n(.*?)\n</product_data>", re.S)

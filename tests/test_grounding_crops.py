@@ -3,7 +3,7 @@
 import pytest
 from PIL import Image
 
-from vlclip.grounding.crops import box_iou, choose_box, crop, full_box, pad_and_clamp
+from vlclip.ground.crops import box_iou, choose_box, crop, full_box, pad_and_clamp
 
 
 def test_margin_pads_each_side_by_a_share_of_the_box():

@@ -12,10 +12,10 @@ from PIL import Image
 from vlclip.catalog.ingest import ingest
 from vlclip.catalog.schema import Catalog, load_catalog
 from vlclip.config import GroundParams, IngestParams, SyntheticSource
-from vlclip.grounding import ground, make_detector
-from vlclip.grounding.detectors import DetectorUnavailable
-from vlclip.grounding.hf import HF_BACKENDS, HFDetector
-from vlclip.grounding.tiny_models import build_grounding_dino, build_owlv2
+from vlclip.ground import ground, make_detector
+from vlclip.ground.detectors import DetectorUnavailable
+from vlclip.ground.hf import HF_BACKENDS, HFDetector
+from vlclip.ground.tiny_models import build_grounding_dino, build_owlv2
 
 BUILDERS = {"grounding_dino": build_grounding_dino, "owlv2": build_owlv2}
 

@@ -15,10 +15,10 @@ from PIL import Image
 from vlclip.catalog.ingest import ingest
 from vlclip.catalog.schema import Catalog, load_catalog
 from vlclip.config import GroundParams, IngestParams, ParamsError, SyntheticSource, parse_params
-from vlclip.grounding import BOXES_FILE, DETECTORS, ground, make_detector, write_grounding_report
-from vlclip.grounding.detectors import FullImageDetector
-from vlclip.grounding.saliency import SaliencyDetector
-from vlclip.grounding.stage import records_of
+from vlclip.ground import BOXES_FILE, DETECTORS, ground, make_detector, write_grounding_report
+from vlclip.ground.detectors import FullImageDetector
+from vlclip.ground.saliency import SaliencyDetector
+from vlclip.ground.stage import records_of
 
 # The saliency detector's stated quality (README, "Grounding"), checked on a demo catalog with a
 # seed its constants were not tuned on. Measured there: items 0.99; query photos prompted with

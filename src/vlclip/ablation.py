@@ -82,8 +82,7 @@ def train_and_evaluate(
     from vlclip.embed import embed_catalog
     from vlclip.evaluate import evaluate_embeddings
     from vlclip.model import bundle_from_params, load_checkpoint
-    from vlclip.stages import training_pairs
-    from vlclip.train import train
+    from vlclip.train import train, training_pairs
 
     settings = params.ablation
     train_params = params.train.model_copy(

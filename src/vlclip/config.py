@@ -274,7 +274,7 @@ class AblationParams(Section):
     """At least two for an interval; each seed sets init, shuffling and augmentation."""
     model: ModelParams = ModelParams(name="vlclip-small")
     """Sized so the whole ablation fits in 30 minutes on 2 CPU cores on the demo catalog."""
-    epochs: PositiveInt = 6
+    epochs: PositiveInt = 16
     batch_size: PositiveInt = 64
     lr: Annotated[float, Field(gt=0.0)] = 1e-3
     confidence: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.95

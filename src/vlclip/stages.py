@@ -93,7 +93,7 @@ def run_validate(params: Params, layout: Layout) -> dict:
 
 def run_ground(params: Params, layout: Layout) -> pd.DataFrame:
     """Crop every photo to its product; score the crops against true boxes where known."""
-    from vlclip.grounding import ground, write_grounding_report
+    from vlclip.ground import ground, write_grounding_report
 
     catalog = load_catalog(layout.validated)
     boxes = ground(catalog, params.ground, layout.crops)
@@ -113,31 +113,15 @@ def run_enrich(params: Params, layout: Layout) -> pd.DataFrame:
 
 def pipeline_views(layout: Layout) -> CatalogViews:
     """Grounded crops and enriched texts: what the model trains and is evaluated on."""
+    from vlclip.artifacts import load_crop_paths, load_texts
     from vlclip.embed import CatalogViews
-    from vlclip.enrich import load_texts
-    from vlclip.grounding import load_crop_paths
 
     item_crops, query_crops = load_crop_paths(layout.crops)
     return CatalogViews(item_crops, query_crops, load_texts(layout.enriched))
 
 
-def training_pairs(catalog: Catalog, views: CatalogViews, split: str, use_listings: bool):
-    from vlclip.train import Pair
-
-    pairs = [
-        Pair(views.query_images[row.query_id], views.item_texts[row.item_id], row.item_id)
-        for row in catalog.queries_in(split).itertuples()
-    ]
-    if use_listings:
-        pairs += [
-            Pair(views.item_images[row.item_id], views.item_texts[row.item_id], row.item_id)
-            for row in catalog.items_in(split).itertuples()
-        ]
-    return pairs
-
-
 def run_train(params: Params, layout: Layout) -> TrainResult:
-    from vlclip.train import train
+    from vlclip.train import train, training_pairs
 
     catalog = load_catalog(layout.validated)
     views = pipeline_views(layout)
@@ -222,8 +206,8 @@ def run_evaluate(params: Params, layout: Layout) -> dict:
 def ablation_views(catalog: Catalog, layout: Layout, variant: str) -> CatalogViews:
     """The images and texts one ablation variant trains and is evaluated on."""
     from vlclip.ablation import VARIANTS
+    from vlclip.artifacts import load_texts
     from vlclip.embed import CatalogViews, original_views
-    from vlclip.enrich import load_texts
 
     chosen = VARIANTS[variant]
     images = {"full": lambda: original_views(catalog), "crops": lambda: pipeline_views(layout)}[

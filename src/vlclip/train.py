@@ -26,7 +26,9 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from vlclip.catalog.schema import Catalog
 from vlclip.config import ModelParams, TrainParams
+from vlclip.embed import CatalogViews
 from vlclip.images import load_rgb
 from vlclip.model import (
     ClipBundle,
@@ -45,6 +47,22 @@ class Pair:
     image: Path
     text: str
     item_id: str
+
+
+def training_pairs(
+    catalog: Catalog, views: CatalogViews, split: str, use_listings: bool
+) -> list[Pair]:
+    """Query photos of ``split`` (and its listings) paired with their item's text."""
+    pairs = [
+        Pair(views.query_images[row.query_id], views.item_texts[row.item_id], row.item_id)
+        for row in catalog.queries_in(split).itertuples()
+    ]
+    if use_listings:
+        pairs += [
+            Pair(views.item_images[row.item_id], views.item_texts[row.item_id], row.item_id)
+            for row in catalog.items_in(split).itertuples()
+        ]
+    return pairs
 
 
 def same_item_mask(item_ids: list[str], device: torch.device) -> torch.Tensor:

@@ -15,12 +15,12 @@ from typing import Any
 
 import pandas as pd
 
+from vlclip.artifacts import TEXTS_FILE
 from vlclip.catalog.schema import Catalog
 from vlclip.config import EnrichParams
 from vlclip.enrich.rule_based import Glossary, as_text, clean_text, enrich_item
 from vlclip.io import atomic_dir
 
-TEXTS_FILE = "texts.parquet"
 TEXT_COLUMNS = ("item_id", "text", "raw_text", "backend", "content_hash", "flagged", "status")
 RULE_BASED = "rule_based"
 ANTHROPIC = "anthropic"
@@ -89,7 +89,7 @@ def enrich(
         for row in items.itertuples()
     }
     if backend == ANTHROPIC:
-        from vlclip.enrich.run import run_agent
+        from vlclip.enrich.agent_runner import run_agent
 
         results, report = run_agent(catalog, params, offline, glossary, crops_dir, client)
         chosen = {
@@ -127,8 +127,3 @@ def enrich(
     }
     log.info("enriched %d items with %s (%d flagged)", len(texts), backend, report["flagged"])
     return EnrichResult(texts, report)
-
-
-def load_texts(enriched_dir: Path, column: str = "text") -> dict[str, str]:
-    texts = pd.read_parquet(enriched_dir / TEXTS_FILE)
-    return dict(zip(texts["item_id"], texts[column], strict=True))

@@ -28,11 +28,12 @@ import pandas as pd
 from PIL import Image
 from tqdm.auto import tqdm
 
+from vlclip.artifacts import BOXES_FILE, CROPS_FOLDER, TABLES
 from vlclip.catalog.schema import Catalog
 from vlclip.config import GroundParams
-from vlclip.grounding.cache import DetectionCache
-from vlclip.grounding.crops import Box, choose_box, crop
-from vlclip.grounding.detectors import (
+from vlclip.ground.cache import DetectionCache
+from vlclip.ground.crops import Box, choose_box, crop
+from vlclip.ground.detectors import (
     Detection,
     Detector,
     DetectorUnavailable,
@@ -43,9 +44,6 @@ from vlclip.grounding.detectors import (
 from vlclip.images import load_rgb
 from vlclip.io import atomic_dir, stable_hash
 
-BOXES_FILE = "boxes.parquet"
-CROPS_FOLDER = "images"
-TABLES = ("items", "queries")
 PLACEHOLDER_SIDE = 32
 PLACEHOLDER_GREY = (128, 128, 128)
 IMAGE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
@@ -480,16 +478,3 @@ def _reusable(row: dict | None, key: str, out_dir: Path) -> bool:
         and not row.get("error")
         and (out_dir / row["crop_path"]).is_file()
     )
-
-
-def load_crop_paths(crops_dir: Path) -> tuple[dict[str, Path], dict[str, Path]]:
-    """Crop files of the item and query photos, keyed by item id and query id."""
-    boxes = pd.read_parquet(crops_dir / BOXES_FILE)
-    paths = {
-        table: {
-            row.record_id: crops_dir / row.crop_path
-            for row in boxes[boxes["table"] == table].itertuples()
-        }
-        for table in TABLES
-    }
-    return paths["items"], paths["queries"]

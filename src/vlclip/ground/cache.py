@@ -17,7 +17,7 @@ import logging
 import os
 from pathlib import Path
 
-from vlclip.grounding.detectors import Detection
+from vlclip.ground.detectors import Detection
 from vlclip.io import atomic_write_text
 
 log = logging.getLogger(__name__)

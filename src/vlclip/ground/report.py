@@ -23,8 +23,8 @@ from PIL import Image, ImageDraw
 
 from vlclip.catalog.schema import BOX_COLUMNS, Catalog
 from vlclip.config import GroundParams
-from vlclip.grounding.crops import Box, box_iou
-from vlclip.grounding.stage import TABLES
+from vlclip.ground.crops import Box, box_iou
+from vlclip.ground.stage import TABLES
 from vlclip.io import atomic_write_text, stable_hash, write_json
 
 log = logging.getLogger(__name__)

@@ -48,7 +48,7 @@ def item_inputs(
 
 def crop_paths(crops_dir: Path | None, params: EnrichParams) -> dict[str, Path]:
     """Grounded crops of the catalog items, when the crops folder exists and photos are wanted."""
-    from vlclip.grounding import BOXES_FILE, load_crop_paths
+    from vlclip.artifacts import BOXES_FILE, load_crop_paths
 
     if crops_dir is None or params.image_input == "none" or not (crops_dir / BOXES_FILE).is_file():
         return {}

@@ -18,7 +18,7 @@ from typing import Any
 from PIL import Image
 
 from vlclip.config import GroundParams
-from vlclip.grounding.detectors import Detection, DetectorUnavailable, Prompt
+from vlclip.ground.detectors import Detection, DetectorUnavailable, Prompt
 from vlclip.io import stable_hash
 
 log = logging.getLogger(__name__)

@@ -31,8 +31,8 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from vlclip.grounding.crops import Box
-from vlclip.grounding.detectors import Detection, Prompt
+from vlclip.ground.crops import Box
+from vlclip.ground.detectors import Detection, Prompt
 from vlclip.io import stable_hash
 
 VERSION = "2"

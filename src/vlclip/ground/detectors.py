@@ -2,7 +2,7 @@
 
 A backend is an entry in :data:`DETECTORS`: a name and a factory that builds it from the
 ``ground`` params. Hugging Face models (Grounding DINO, OWLv2) share one class configured by a
-small :class:`~vlclip.grounding.hf.HFBackend` record, so adding a model is adding a record.
+small :class:`~vlclip.ground.hf.HFBackend` record, so adding a model is adding a record.
 Factories import their dependencies when called: choosing the weight-free detector never
 imports torch or transformers.
 """
@@ -16,7 +16,7 @@ from typing import Protocol, runtime_checkable
 from PIL import Image
 
 from vlclip.config import GroundParams
-from vlclip.grounding.crops import full_box
+from vlclip.ground.crops import full_box
 
 
 class DetectorUnavailable(ValueError):
@@ -92,14 +92,14 @@ def _full_image(params: GroundParams) -> Detector:
 
 
 def _saliency(params: GroundParams) -> Detector:
-    from vlclip.grounding.saliency import SaliencyDetector
+    from vlclip.ground.saliency import SaliencyDetector
 
     return SaliencyDetector()
 
 
 def _hugging_face(backend_name: str) -> Callable[[GroundParams], Detector]:
     def build(params: GroundParams) -> Detector:
-        from vlclip.grounding.hf import HF_BACKENDS, HFDetector
+        from vlclip.ground.hf import HF_BACKENDS, HFDetector
 
         return HFDetector.from_params(HF_BACKENDS[backend_name], params)
 
