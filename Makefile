@@ -7,7 +7,7 @@ export PATH := $(BIN):$(PATH)
 export GX_ANALYTICS_ENABLED := False
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup run ablation airflow test lint bench clean help
+.PHONY: setup browser run ablation airflow test lint bench clean help
 
 help:
 	@echo "make run    set up .venv and run the pipeline (dvc repro) on params.yaml's catalog"
@@ -73,7 +73,17 @@ ablation: setup
 	@echo
 	@cat reports/ablation.md
 
-test: setup
+# The browser test drives Debian's chromium (Playwright's own download needs the internet).
+browser:
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Debian's chromium for the browser test"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else \
+	    echo "note: no chromium; the browser test is skipped (sudo apt-get install chromium)"; \
+	  fi; }
+
+test: setup browser
 	$(BIN)/python -m pytest -q
 
 lint: setup

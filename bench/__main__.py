@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from bench import dag_parse, embed_throughput, grounding_throughput
+from bench import dag_parse, embed_throughput, grounding_throughput, orchestration
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -19,6 +19,7 @@ BENCHMARKS = {
     "embed_throughput": embed_throughput.run,
     "grounding_throughput": grounding_throughput.run,
     "dag_parse": dag_parse.run,
+    "orchestration": orchestration.run,
 }
 
 

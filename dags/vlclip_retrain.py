@@ -19,7 +19,8 @@ Runs the vlclip pipeline of `dvc.yaml`, one task per DVC stage, in a workspace o
 - **Promotion**: the `promote` stage keeps the champion unless the new model beats it
   (`reports/promotion.json`). `publish` pushes to the DVC remote when one is configured and
   records the model and metrics as Asset events, on which the drift monitor is scheduled.
-- **On-call**: a failed run notifies the Apprise connection `vlclip_alerts` when it exists.
+- **On-call**: a failed run, and every finished run's promotion decision, are sent to the
+  Apprise connection `vlclip_alerts` when it exists.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from vlclip.orchestration import (
     POOL,
     failure_notifier,
     form_fields,
+    promotion_notifier,
     publish_run,
     start_run,
     workspace_root,
@@ -103,7 +105,12 @@ with DAG(
         for before in stage.upstream:
             tasks[before] >> tasks[stage.name]
 
-    @task(task_id="publish", outlets=[MODEL, METRICS], pool=POOL)
+    @task(
+        task_id="publish",
+        outlets=[MODEL, METRICS],
+        pool=POOL,
+        on_success_callback=promotion_notifier(),
+    )
     def publish(**context) -> dict:
         """Push DVC outputs when a remote is set; record the run as Asset events."""
         folder = Path(context["ti"].xcom_pull(task_ids="prepare_workspace"))

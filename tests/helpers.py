@@ -26,6 +26,22 @@ def write_image(path: Path, size: tuple[int, int] = (64, 48), seed: int = 0) -> 
 
 BIN = Path(sys.executable).parent
 
+# The smallest pipeline that exercises every stage: a 24-product synthetic catalog, micro model.
+TINY = {
+    "ingest": {
+        "source": {
+            "kind": "synthetic",
+            "seed": 5,
+            "num_products": 24,
+            "queries_per_product": 2,
+            "image_size": 64,
+        }
+    },
+    "model": {"name": "vlclip-micro"},
+    "train": {"epochs": 1, "batch_size": 16, "warmup_steps": 1},
+    "embed": {"batch_size": 32},
+}
+
 
 def merge(base: dict, override: dict) -> dict:
     """``base`` with ``override``'s keys replaced, recursively (params.yaml overrides)."""

@@ -14,26 +14,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import REPO, make_workspace, run_command
+from helpers import REPO, TINY, make_workspace, run_command
 
 from vlclip.orchestration import POOL, form_fields
 from vlclip.pipeline import edges, load_stages
 
 DAG_ID = "vlclip_retrain"
-TINY = {
-    "ingest": {
-        "source": {
-            "kind": "synthetic",
-            "seed": 5,
-            "num_products": 24,
-            "queries_per_product": 2,
-            "image_size": 64,
-        }
-    },
-    "model": {"name": "vlclip-micro"},
-    "train": {"epochs": 1, "batch_size": 16, "warmup_steps": 1},
-    "embed": {"batch_size": 32},
-}
 
 INSPECT = textwrap.dedent(
     """

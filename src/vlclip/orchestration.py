@@ -224,6 +224,11 @@ def _share_remotes(repo: Path, workspace: Path) -> None:
             _dvc(["remote", "modify", "--local", name.strip(), "url", str(absolute)], workspace)
 
 
+def run_folder(runs: Path, run_id: str) -> Path:
+    """The workspace of the DAG run ``run_id`` (its id made safe as a folder name)."""
+    return Path(runs) / re.sub(r"[^A-Za-z0-9._-]+", "_", run_id)
+
+
 def start_run(repo: Path, runs: Path, run_id: str, conf: dict[str, Any]) -> Path:
     """Validate a run's parameters and set up its workspace with the last good outputs.
 
@@ -232,7 +237,7 @@ def start_run(repo: Path, runs: Path, run_id: str, conf: dict[str, Any]) -> Path
     """
     repo = Path(repo).resolve()
     changed = overrides(conf, repo / DEFAULT_PARAMS)
-    folder = Path(runs) / re.sub(r"[^A-Za-z0-9._-]+", "_", run_id)
+    folder = run_folder(runs, run_id)
     prepare_workspace(repo, folder, changed)
     _share_remotes(repo, folder.resolve())
     for lock in (Path(runs) / LAST_GOOD / "dvc.lock", repo / "dvc.lock"):
@@ -277,15 +282,16 @@ def publish_run(repo: Path, runs: Path, workspace: Path) -> dict[str, Any]:
     }
 
 
-def failure_notifier():
-    """An Apprise notifier for ``on_failure_callback`` (connection ``vlclip_alerts``), or None
-    when the Apprise provider is not installed. Target URLs live in the connection (set in the
-    UI or as ``AIRFLOW_CONN_VLCLIP_ALERTS``), never in the repository."""
+def _apprise_notifier(title: str, body: str):
+    """An Apprise notifier on the connection ``vlclip_alerts``, or None when the Apprise
+    provider is not installed. Target URLs live in the connection (set in the UI or as
+    ``AIRFLOW_CONN_VLCLIP_ALERTS``), never in the repository."""
     try:
         from airflow.providers.apprise.notifications.apprise import AppriseNotifier
     except ImportError:
         return None
-    class RunFailureNotifier(AppriseNotifier):
+
+    class VlclipNotifier(AppriseNotifier):
         """AppriseNotifier that also renders where the DAG in the callback context has no
         template environment of its own (``dag.test()`` passes a serialized DAG)."""
 
@@ -294,14 +300,33 @@ def failure_notifier():
                 jinja_env = self.get_template_env()
             super().render_template_fields(context, jinja_env)
 
-    return RunFailureNotifier(
+    return VlclipNotifier(title=title, body=body, apprise_conn_id=ALERTS_CONNECTION)
+
+
+def failure_notifier():
+    """On-call notice for a failed run (the DAG's ``on_failure_callback``)."""
+    return _apprise_notifier(
         title="vlclip: {{ dag.dag_id }} run {{ run_id }} failed",
         body=(
             "Run {{ run_id }} of {{ dag.dag_id }} failed at task "
             "{{ ti.task_id if ti else 'unknown' }}. The previous model and champion are "
             "unchanged. Logs: {{ ti.log_url if ti else '' }}"
         ),
-        apprise_conn_id=ALERTS_CONNECTION,
+    )
+
+
+def promotion_notifier(summary_task: str = "publish"):
+    """Notice of a finished run's promotion decision (``on_success_callback`` of the task
+    that returns :func:`publish_run`'s summary)."""
+    promotion = f"ti.xcom_pull(task_ids='{summary_task}')['promotion']"
+    return _apprise_notifier(
+        title="vlclip: {{ dag.dag_id }} run {{ run_id }}: model {{ " + promotion + ".decision }}",
+        body=(
+            "{% set p = " + promotion + " %}"
+            "Run {{ run_id }} of {{ dag.dag_id }} finished. Decision: {{ p.decision }}. "
+            "{{ p.metric }}: new model {{ p.challenger }}, champion {{ p.champion }}. "
+            "{{ p.reason }}."
+        ),
     )
 
 
@@ -318,7 +343,9 @@ __all__ = [
     "POOL",
     "FormField",
     "failure_notifier",
+    "promotion_notifier",
     "publish_run",
+    "run_folder",
     "start_run",
     "workspace_root",
     "ParamsError",
