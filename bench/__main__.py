@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from bench import dag_parse, embed_throughput, grounding_throughput, orchestration
+from bench import dag_parse, embed_throughput, grounding_throughput, monitor, orchestration
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -20,6 +20,7 @@ BENCHMARKS = {
     "grounding_throughput": grounding_throughput.run,
     "dag_parse": dag_parse.run,
     "orchestration": orchestration.run,
+    "monitor": monitor.run,
 }
 
 

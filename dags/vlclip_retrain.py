@@ -35,6 +35,8 @@ from airflow.providers.standard.operators.bash import BashOperator
 from airflow.sdk import DAG, Asset, Param, task
 
 from vlclip.orchestration import (
+    METRICS_ASSET,
+    MODEL_ASSET,
     POOL,
     failure_notifier,
     form_fields,
@@ -51,8 +53,8 @@ BIN = Path(sys.executable).parent  # dvc and vlclip live beside the interpreter
 TRANSIENT = {"enrich"}
 """Stages that call remote services: retried with exponential backoff."""
 
-MODEL = Asset("vlclip://champion/model")
-METRICS = Asset("vlclip://reports/metrics")
+MODEL = Asset(MODEL_ASSET)
+METRICS = Asset(METRICS_ASSET)
 
 stages = load_stages(REPO)
 sections = {key.split(".")[0] for stage in stages.values() for key in stage.params}

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-from helpers import command_env, run_command
+from helpers import command_env, free_port, run_command
 
 POSTGRES = ("127.0.0.1", 5432)
 REDIS = ("127.0.0.1", 6379)
@@ -46,12 +46,6 @@ def missing_services() -> str | None:
     down = [f"{name} on {host}:{port}" for name, (host, port) in
             {"PostgreSQL": POSTGRES, "Redis": REDIS}.items() if not reachable((host, port))]
     return ("not reachable: " + ", ".join(down)) if down else None
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @contextmanager

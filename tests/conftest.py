@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from helpers import write_image
+from helpers import TINY, make_workspace, merge, run_command, write_image
+
+MONITORED = merge(TINY, {"ingest": {"source": {"num_products": 60}}})
 
 
 @pytest.fixture
@@ -36,3 +38,13 @@ def table_catalog(tmp_path: Path) -> dict[str, Path]:
     queries_csv = tmp_path / "queries.csv"
     pd.DataFrame(queries).to_csv(queries_csv, index=False)
     return {"items": items_csv, "queries": queries_csv, "images": images, "root": tmp_path}
+
+
+@pytest.fixture(scope="session")
+def trained_pipeline(tmp_path_factory) -> Path:
+    """A workspace whose whole pipeline ran (``dvc repro``): a champion with its reference
+    snapshot. Tests that write into it take a copy (:func:`copy_of_trained_pipeline`)."""
+    repo = make_workspace(tmp_path_factory.mktemp("trained"), MONITORED)
+    run_command(["dvc", "repro", "--quiet"], repo, timeout=1200)
+    assert (repo / "champion/reference/snapshot.json").is_file()
+    return repo

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +17,13 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 GROCERY_STORE = REPO.parent / "shared" / "datasets" / "grocery-store"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def write_image(path: Path, size: tuple[int, int] = (64, 48), seed: int = 0) -> Path:
@@ -98,3 +108,43 @@ def make_workspace(target: Path, params_override: dict) -> Path:
     run_command(["git", "add", "-A"], target)
     run_command(["git", *identity, "commit", "-qm", "workspace"], target)
     return target
+
+
+def copy_workspace(source: Path, target: Path) -> Path:
+    """A copy of a workspace with its git history, DVC cache and outputs."""
+    shutil.copytree(source, target, symlinks=True)
+    return target
+
+
+def airflow_env(home: Path) -> dict[str, str]:
+    """Settings of a throwaway Airflow (SQLite) in ``home``."""
+    return {
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+        "VLCLIP_RUNS_DIR": str(home / "runs"),
+    }
+
+
+DAG_TEST = textwrap.dedent(
+    """
+    import json, sys
+    from airflow.models import DagBag
+    dag = DagBag("dags").get_dag(sys.argv[1])
+    run = dag.test(run_conf=json.loads(sys.argv[2]))
+    states = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
+    print(json.dumps({"state": str(run.state), "tasks": states}))
+    """
+)
+
+
+def run_dag_test(repo: Path, dag_id: str, conf: dict, env: dict[str, str]) -> dict:
+    """``dag.test(run_conf=conf)`` in a child process (Airflow is configured per process by
+    its environment); the run's state, each task's state and the log."""
+    result = run_command(
+        [sys.executable, "-c", DAG_TEST, dag_id, json.dumps(conf)], repo, timeout=1500, **env
+    )
+    return {
+        **json.loads(result.stdout.strip().splitlines()[-1]),
+        "log": result.stdout + result.stderr,
+    }

@@ -34,6 +34,7 @@ pytestmark = pytest.mark.skipif(
 def deployment(tmp_path_factory, make_httpserver):
     """A running deployment whose on-call connection points at a local HTTP receiver."""
     receiver = make_httpserver
+    receiver.clear()  # the server is shared by the session: drop other modules' requests
     receiver.expect_request("/oncall", method="POST").respond_with_data("ok")
     repo = make_workspace(tmp_path_factory.mktemp("repo"), TINY)
     home = tmp_path_factory.mktemp("airflow-celery")

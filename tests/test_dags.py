@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import REPO, TINY, make_workspace, run_command
+from helpers import REPO, TINY, airflow_env, make_workspace, run_command, run_dag_test
 
 from vlclip.orchestration import POOL, form_fields
 from vlclip.pipeline import edges, load_stages
@@ -45,15 +45,6 @@ INSPECT = textwrap.dedent(
     }))
     """
 )
-
-
-def airflow_env(home: Path) -> dict[str, str]:
-    return {
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
-        "VLCLIP_RUNS_DIR": str(home / "runs"),
-    }
 
 
 @pytest.fixture(scope="module")
@@ -148,27 +139,8 @@ def retrain_run(tmp_path_factory) -> dict:
     }
 
 
-TEST_RUN = textwrap.dedent(
-    """
-    import json, sys
-    from airflow.models import DagBag
-    dag = DagBag("dags").get_dag(sys.argv[1])
-    run = dag.test(run_conf=json.loads(sys.argv[2]))
-    states = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
-    print(json.dumps({"state": str(run.state), "tasks": states}))
-    """
-)
-
-
 def test_run(repo: Path, conf: dict, env: dict[str, str]) -> dict:
-    """``dag.test(run_conf=conf)`` of the retrain DAG in a child process; state per task."""
-    result = run_command(
-        [sys.executable, "-c", TEST_RUN, DAG_ID, json.dumps(conf)], repo, timeout=1500, **env
-    )
-    return {
-        **json.loads(result.stdout.strip().splitlines()[-1]),
-        "log": result.stdout + result.stderr,
-    }
+    return run_dag_test(repo, DAG_ID, conf, env)
 
 
 test_run.__test__ = False  # a helper, not a test

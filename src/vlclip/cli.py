@@ -203,6 +203,166 @@ def promote_command(params: ParamsOption = DEFAULT_PARAMS) -> None:
     typer.echo(f"promotion: {report['decision']} ({report['reason']}): reports/promotion.json")
 
 
+@app.command("snapshot")
+def snapshot_command(params: ParamsOption = DEFAULT_PARAMS) -> None:
+    """Reference snapshot of the trained model for the drift monitor: data/reference/."""
+    from vlclip.stages import run_snapshot
+
+    settings = _params(params)
+    folder = _run(lambda: run_snapshot(settings, _layout()))
+    typer.echo(f"reference snapshot: {folder}")
+
+
+monitor_app = typer.Typer(
+    help="Drift monitoring: compare a catalog drop with the champion's reference snapshot "
+    "(Evidently), write monitoring/<run>/report.html and summary.json, update "
+    "monitoring/index.html and alert on-call (VLCLIP_ALERT_URLS, Apprise URLs). Without a "
+    "subcommand, all four steps run.",
+    invoke_without_command=True,
+)
+app.add_typer(monitor_app, name="monitor")
+
+RunIdOption = Annotated[
+    str | None,
+    typer.Option("--run-id", help="Monitor run id (default: the UTC time and a random suffix)."),
+]
+StepRunIdOption = Annotated[
+    str, typer.Option("--run-id", help="Monitor run id: the steps of one run share it.")
+]
+CatalogOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--catalog",
+        help="A catalog drop: a table (CSV, Parquet, JSONL; image paths relative to it), a "
+        "GroceryStore-style folder or an ingested catalog folder. Default: the pipeline's.",
+    ),
+]
+SimulateOption = Annotated[
+    bool,
+    typer.Option(
+        "--simulate-drift",
+        help="Shift the catalog first (other type mix, darker blurred photos, longer titles): "
+        "the on-call demo.",
+    ),
+]
+
+
+OutputOption = Annotated[
+    Path | None,
+    typer.Option("--output-dir", help="Where runs, index.html and alerts.jsonl go "
+                 "(default: monitor.output_dir)."),
+]
+
+
+def _monitor_params(path: Path, output_dir: Path | None) -> Params:
+    settings = _params(path)
+    if output_dir is None:
+        return settings
+    monitor = settings.monitor.model_copy(update={"output_dir": output_dir})
+    return settings.model_copy(update={"monitor": monitor})
+
+
+def _summary_line(summary: dict) -> str:
+    drifted = [s["name"] for s in summary["signals"] if s["drift_detected"]]
+    return (
+        f"drift: {', '.join(drifted)}" if drifted else "no drift"
+    ) + f" (model {summary['model_version']}, {summary['current_items']} items)"
+
+
+@monitor_app.callback()
+def monitor_command(
+    context: typer.Context,
+    catalog: CatalogOption = None,
+    simulate_drift: SimulateOption = False,
+    run_id: RunIdOption = None,
+    output_dir: OutputOption = None,
+    params: ParamsOption = DEFAULT_PARAMS,
+) -> None:
+    """Snapshot, compare, report and alert in one go."""
+    if context.invoked_subcommand is not None:
+        return
+    from vlclip.monitor.alerts import targets_from_env
+    from vlclip.monitor.steps import new_run_id
+    from vlclip.stages import (
+        monitor_run_dir,
+        run_monitor_alert,
+        run_monitor_compare,
+        run_monitor_report,
+        run_monitor_snapshot,
+    )
+
+    settings, layout = _monitor_params(params, output_dir), _layout()
+    run_id = run_id or new_run_id()
+    _run(lambda: run_monitor_snapshot(settings, layout, run_id, catalog, simulate_drift))
+    summary = _run(lambda: run_monitor_compare(settings, layout, run_id))
+    index = run_monitor_report(settings)
+    run_monitor_alert(settings, run_id, targets_from_env())
+    typer.echo(_summary_line(summary))
+    typer.echo(f"report:  {monitor_run_dir(settings, run_id) / 'report.html'}")
+    typer.echo(f"history: {index}")
+
+
+@monitor_app.command("snapshot")
+def monitor_snapshot_command(
+    run_id: StepRunIdOption,
+    catalog: CatalogOption = None,
+    simulate_drift: SimulateOption = False,
+    output_dir: OutputOption = None,
+    params: ParamsOption = DEFAULT_PARAMS,
+) -> None:
+    """Step 1: features and champion embeddings of the catalog drop."""
+    from vlclip.stages import run_monitor_snapshot
+
+    settings = _monitor_params(params, output_dir)
+    folder = _run(
+        lambda: run_monitor_snapshot(settings, _layout(), run_id, catalog, simulate_drift)
+    )
+    typer.echo(f"snapshot: {folder}")
+
+
+@monitor_app.command("compare")
+def monitor_compare_command(
+    run_id: StepRunIdOption,
+    output_dir: OutputOption = None,
+    params: ParamsOption = DEFAULT_PARAMS,
+) -> None:
+    """Step 2: Evidently reports and summary.json against the champion's reference."""
+    from vlclip.stages import run_monitor_compare
+
+    settings = _monitor_params(params, output_dir)
+    summary = _run(lambda: run_monitor_compare(settings, _layout(), run_id))
+    typer.echo(_summary_line(summary))
+
+
+@monitor_app.command("report")
+def monitor_report_command(
+    output_dir: OutputOption = None, params: ParamsOption = DEFAULT_PARAMS
+) -> None:
+    """Step 3: rebuild monitoring/index.html (every run, drift scores over time)."""
+    from vlclip.stages import run_monitor_report
+
+    typer.echo(f"history: {run_monitor_report(_monitor_params(params, output_dir))}")
+
+
+@monitor_app.command("alert")
+def monitor_alert_command(
+    run_id: StepRunIdOption,
+    output_dir: OutputOption = None,
+    params: ParamsOption = DEFAULT_PARAMS,
+) -> None:
+    """Step 4: alert on-call when the run drifted (VLCLIP_ALERT_URLS; deduplicated)."""
+    from vlclip.monitor.alerts import targets_from_env
+    from vlclip.stages import run_monitor_alert
+
+    settings = _monitor_params(params, output_dir)
+    record = _run(lambda: run_monitor_alert(settings, run_id, targets_from_env()))
+    if record is None:
+        typer.echo("no drift: no alert")
+    else:
+        state = "suppressed (same drift inside the window)" if record["suppressed"] else "raised"
+        typer.echo(f"alert {state}: {record['title']}")
+
+
 ablation_app = typer.Typer(
     help="The retrained ablation: one model per input variant (full photos or crops x raw or "
     "enriched text) and seed, summarised with 95% intervals. Run it all with `make ablation`.",

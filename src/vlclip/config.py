@@ -254,6 +254,55 @@ class PromoteParams(Section):
     """Absolute margin the challenger must beat the champion by (0: a tie promotes)."""
 
 
+# --------------------------------------------------------------------------- monitor
+
+
+class MonitorParams(Section):
+    """Drift monitoring (``vlclip snapshot``, ``vlclip monitor``, the drift-monitor DAG)."""
+
+    reference_sample: PositiveInt = 2000
+    """Items (and query photos) whose features and embeddings the reference snapshot keeps."""
+    current_sample: PositiveInt = 2000
+    """Items (and photos) of a new catalog drop that are compared, sampled when there are more."""
+    seed: int = 0
+    """Seed of both samples."""
+    tabular_stattest: str | None = None
+    """Evidently test for each tabular column (None: Evidently picks by type and size)."""
+    tabular_threshold: float | None = None
+    """Its threshold (None: the test's default, p < 0.05 or distance > 0.1)."""
+    drift_share: Annotated[float, Field(gt=0.0, le=1.0)] = 0.25
+    """Share of drifted columns at which a table (items or photos) counts as drifted."""
+    text_stattest: str | None = None
+    """Test on the text descriptors (length, word count, share of non-letters) of titles and
+    descriptions; None: Evidently's choice."""
+    embedding_method: Literal["model", "mmd", "ratio", "distance"] = "model"
+    """Evidently's embedding drift method: ``model`` trains a classifier to tell reference from
+    current (ROC AUC), ``mmd`` the maximum mean discrepancy, ``ratio`` the share of drifted
+    components, ``distance`` the distance between mean embeddings."""
+    embedding_threshold: Annotated[float, Field(gt=0.0)] = 0.6
+    """Drift when the method's score exceeds this (ROC AUC for ``model``)."""
+    embedding_plot_sample: PositiveInt = 400
+    """Rows per side drawn in the report's embedding map (a t-SNE, the slowest part of a
+    report: Evidently's own default is 2500); the drift score always uses the whole sample."""
+    similarity_stattest: str = "wasserstein"
+    """Test on the top-1 similarity of each item to the reference catalog."""
+    similarity_threshold: Annotated[float, Field(gt=0.0)] = 0.2
+    """Normed Wasserstein distance (in reference standard deviations) counted as drift."""
+    retrain_share: Annotated[float, Field(gt=0.0, le=1.0)] = 0.6
+    """Share of drifted signals at or above which the monitor DAG triggers a retrain."""
+    retrain_on_drift: bool = False
+    """Whether the monitor DAG triggers ``vlclip_retrain`` (off: alert only)."""
+    schedule: str = "@daily"
+    """Cron preset or expression of the drift-monitor DAG (it also runs on new models)."""
+    alert_window_hours: NonNegativeFloat = 24.0
+    """No second alert for the same drift against the same model within this window."""
+    alert_retries: Annotated[int, Field(ge=0, le=10)] = 3
+    alert_backoff_s: NonNegativeFloat = 2.0
+    """First wait before retrying a failing alert target; doubles each try."""
+    output_dir: Path = Path("monitoring")
+    """Reports, the history page, the alert log and the dedup state."""
+
+
 # --------------------------------------------------------------------------- ablation
 
 AblationVariant = Literal["full_raw", "crops_raw", "full_enriched", "crops_enriched"]
@@ -291,6 +340,7 @@ class Params(Section):
     evaluate: EvaluateParams = EvaluateParams()
     index: IndexParams = IndexParams()
     promote: PromoteParams = PromoteParams()
+    monitor: MonitorParams = MonitorParams()
     ablation: AblationParams = AblationParams()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)

@@ -38,6 +38,11 @@ POOL = "vlclip_dvc"
 ALERTS_CONNECTION = "vlclip_alerts"
 """Airflow connection (type apprise) that failure and promotion notices go to."""
 RUNS_ENV = "VLCLIP_RUNS_DIR"
+MODEL_ASSET = "vlclip://champion/model"
+"""Updated by every successful retrain (the promotion decision in its extra)."""
+METRICS_ASSET = "vlclip://reports/metrics"
+CATALOG_ASSET = "vlclip://catalog"
+"""Post an event on it (REST ``POST /api/v2/assets/events``) when a new catalog drop lands."""
 LAST_GOOD = "last-good"
 CURRENT = "current"
 
@@ -330,6 +335,34 @@ def promotion_notifier(summary_task: str = "publish"):
     )
 
 
+def serving_workspace(repo: Path, runs: Path) -> Path:
+    """Where the model that serves lives: the last successful Airflow run's workspace, else the
+    repository (``dvc repro`` on a laptop). Its ``champion/reference`` is what drift is
+    measured against."""
+    current = Path(runs) / CURRENT
+    folder = current.resolve() if current.exists() else Path(repo).resolve()
+    if not (folder / "champion" / "reference").is_dir():
+        raise FileNotFoundError(
+            f"no champion with a reference snapshot in {folder}: run the vlclip_retrain DAG "
+            "(or dvc repro) first"
+        )
+    return folder
+
+
+def alert_targets(conn_id: str = ALERTS_CONNECTION) -> list[str]:
+    """Apprise URLs of the Airflow connection ``conn_id`` (its extra ``config.path``, a URL or
+    a list), plus ``VLCLIP_ALERT_URLS``; empty when neither is set."""
+    targets = os.environ.get("VLCLIP_ALERT_URLS", "").split()
+    try:
+        from airflow.sdk import BaseHook
+
+        extra = BaseHook.get_connection(conn_id).extra_dejson
+    except Exception:  # noqa: BLE001 - no connection: alerts go to the log and the console
+        return targets
+    path = (extra.get("config") or {}).get("path")
+    return targets + ([path] if isinstance(path, str) else list(path or []))
+
+
 def remove_workspace(repo: Path, workspace: Path) -> None:
     """Drop a run's worktree (its outputs stay in the shared DVC cache)."""
     subprocess.run(
@@ -345,6 +378,8 @@ __all__ = [
     "failure_notifier",
     "promotion_notifier",
     "publish_run",
+    "serving_workspace",
+    "alert_targets",
     "run_folder",
     "start_run",
     "workspace_root",

@@ -79,11 +79,22 @@ def decide(challenger: float, champion: float | None, params: PromoteParams) -> 
 
 
 def install_champion(
-    champion_dir: Path, models_dir: Path, index_dir: Path, metrics: dict, decision: Decision
+    champion_dir: Path,
+    models_dir: Path,
+    index_dir: Path,
+    metrics: dict,
+    decision: Decision,
+    reference_dir: Path | None = None,
 ) -> None:
-    """Replace the champion folder in one rename: a crash leaves the old champion whole."""
+    """Replace the champion folder in one rename: a crash leaves the old champion whole.
+
+    The reference snapshot (what the model was trained on, for the drift monitor) travels with
+    the model, so the monitor always compares against the model that serves.
+    """
     with atomic_dir(champion_dir) as staging:
         shutil.copytree(models_dir, staging / "models")
         shutil.copytree(index_dir, staging / "index")
+        if reference_dir is not None and Path(reference_dir).is_dir():
+            shutil.copytree(reference_dir, staging / "reference")
         write_json(staging / "metrics.json", metrics)
         write_json(staging / "promotion.json", decision.as_dict())

@@ -53,6 +53,7 @@ class Layout:
     reports: Path = Path("reports")
     ablation_runs: Path = Path("reports/ablation/runs")
     champion: Path = Path("champion")
+    reference: Path = Path("data/reference")
 
 
 class GateFailed(RuntimeError):
@@ -315,7 +316,9 @@ def run_promote(params: Params, layout: Layout) -> dict:
         params.promote,
     )
     if decision.promoted:
-        install_champion(layout.champion, layout.models, layout.index, challenger, decision)
+        install_champion(
+            layout.champion, layout.models, layout.index, challenger, decision, layout.reference
+        )
     report = {
         **decision.as_dict(),
         "split": evaluate.split,
@@ -325,6 +328,116 @@ def run_promote(params: Params, layout: Layout) -> dict:
     write_json(layout.reports / "promotion.json", report)
     log.info("promotion: %s (%s)", decision.decision, decision.reason)
     return report
+
+
+def run_snapshot(params: Params, layout: Layout) -> Path:
+    """The reference snapshot of the trained model: features and embeddings of a sample of the
+    catalog it was trained and evaluated on (``promote`` keeps it beside the champion)."""
+    from vlclip.artifacts import BOXES_FILE
+    from vlclip.monitor.snapshot import save_snapshot, snapshot_of
+
+    boxes_file = layout.crops / BOXES_FILE
+    snapshot = snapshot_of(
+        load_catalog(layout.validated),
+        pd.read_parquet(boxes_file) if boxes_file.is_file() else None,
+        layout.models,
+        params.monitor,
+        params.monitor.reference_sample,
+        params.embed.batch_size,
+        params.embed.device,
+    )
+    save_snapshot(snapshot, layout.reference)
+    log.info(
+        "reference snapshot: %d items, %d photos, model %s -> %s",
+        len(snapshot.items),
+        len(snapshot.photos),
+        snapshot.meta["model_version"],
+        layout.reference,
+    )
+    return layout.reference
+
+
+def monitor_run_dir(params: Params, run_id: str) -> Path:
+    from vlclip.monitor.steps import safe_run_id
+
+    return Path(params.monitor.output_dir) / safe_run_id(run_id)
+
+
+def run_monitor_snapshot(
+    params: Params,
+    layout: Layout,
+    run_id: str,
+    catalog_path: Path | None = None,
+    simulate_drift: bool = False,
+) -> Path:
+    """Snapshot a catalog drop with the champion: ``--catalog`` or the pipeline's catalog,
+    optionally shifted by the drift simulation."""
+    from vlclip.io import atomic_dir
+    from vlclip.monitor.simulate import simulate_drift as make_drifted
+    from vlclip.monitor.snapshot import save_snapshot, snapshot_of
+    from vlclip.monitor.steps import ground_sample, ingest_drop, reference_of
+
+    run_dir = monitor_run_dir(params, run_id)
+    reference = reference_of(layout.champion)
+    if catalog_path is not None:
+        catalog = ingest_drop(catalog_path, run_dir / "catalog", params.ingest)
+        described = str(catalog_path)
+    else:
+        catalog = load_catalog(layout.validated)
+        described = f"pipeline catalog ({layout.validated})"
+    if simulate_drift:
+        drifted = make_drifted(catalog, run_dir / "catalog-drifted", seed=params.monitor.seed)
+        catalog, described = load_catalog(drifted), f"simulated drift of {described}"
+    sample = params.monitor.current_sample
+    boxes = ground_sample(catalog, params.ground, params.monitor, sample)
+    snapshot = snapshot_of(
+        catalog,
+        boxes,
+        layout.champion / "models",
+        params.monitor,
+        sample,
+        params.embed.batch_size,
+        params.embed.device,
+        reference=reference,
+    )
+    snapshot.meta["catalog"] = described
+    with atomic_dir(run_dir / "current") as staging:
+        save_snapshot(snapshot, staging)
+    log.info("snapshot of %s: %d items, %d photos", described, len(snapshot.items),
+             len(snapshot.photos))
+    return run_dir / "current"
+
+
+def run_monitor_compare(params: Params, layout: Layout, run_id: str) -> dict:
+    """Evidently reports of the run's snapshot against the champion's reference."""
+    from vlclip.monitor.drift import compare, save_comparison
+    from vlclip.monitor.snapshot import load_snapshot
+    from vlclip.monitor.steps import reference_of
+
+    run_dir = monitor_run_dir(params, run_id)
+    current = load_snapshot(run_dir / "current")
+    comparison = compare(
+        reference_of(layout.champion), current, params.monitor, run_id,
+        current.meta.get("catalog", "?"),
+    )
+    save_comparison(comparison, run_dir)
+    return comparison.summary
+
+
+def run_monitor_report(params: Params) -> Path:
+    """Rebuild monitoring/index.html from every run."""
+    from vlclip.monitor.history import write_index
+
+    return write_index(Path(params.monitor.output_dir))
+
+
+def run_monitor_alert(params: Params, run_id: str, targets: list[str]) -> dict | None:
+    """Alert on-call when the run drifted (deduplicated, retried, logged)."""
+    from vlclip.monitor.steps import alert_run
+
+    return alert_run(
+        monitor_run_dir(params, run_id), params.monitor, targets, Path(params.monitor.output_dir)
+    )
 
 
 def serving_folders(layout: Layout) -> tuple[Path, Path]:
