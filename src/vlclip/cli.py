@@ -53,6 +53,9 @@ def setup_logging(verbose: bool = False) -> None:
 
 
 def _params(path: Path) -> Params:
+    if Path(path) != DEFAULT_PARAMS and not Path(path).exists():  # a named file must exist
+        typer.secho(f"error: params file {path} not found", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2)
     try:
         return load_params(path)
     except ParamsError as error:
@@ -427,5 +430,9 @@ def search_command(
     """Print the catalog items that best match a text query."""
     from vlclip.stages import search_text
 
+    if not query.strip():
+        typer.secho("error: the query is empty; describe the product", fg=typer.colors.RED,
+                    err=True)
+        raise typer.Exit(2)
     settings = _params(params)
     _print_results(_run(lambda: search_text(query, k, settings, _layout())))

@@ -11,7 +11,8 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from vlclip.io import sha256_bytes
 
@@ -60,6 +61,8 @@ def inspect_image(path: Path, max_pixels: int, min_side: int) -> ImageInfo:
                     f"decompression bomb: {width}x{height} exceeds max_image_pixels={max_pixels}"
                 )
             probe.load()  # full decode: catches truncated and corrupt data
+            if probe.getexif().get(EXIF_ORIENTATION) in ROTATED:
+                width, height = height, width  # recorded as the photo is seen, upright
     except ImageProblem:
         raise
     except Image.DecompressionBombError as error:
@@ -73,9 +76,27 @@ def inspect_image(path: Path, max_pixels: int, min_side: int) -> ImageInfo:
     return ImageInfo(width=width, height=height, sha256=sha256_bytes(data))
 
 
+EXIF_ORIENTATION = 0x0112
+ROTATED = {5, 6, 7, 8}
+"""EXIF orientations whose upright photo has width and height swapped."""
+WIDE_INTEGER_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N"}
+"""Greyscale modes with values beyond 8 bits (16-bit PNGs): ``convert("RGB")`` clips them."""
+
+
+def as_rgb(image: Image.Image) -> Image.Image:
+    """An image upright (EXIF orientation applied) and in 8-bit RGB; 16-bit greyscale is
+    scaled, not clipped to white."""
+    image = ImageOps.exif_transpose(image)
+    if image.mode in WIDE_INTEGER_MODES:
+        values = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if values.max() > 255 else 255.0
+        image = Image.fromarray(np.clip(values * (255.0 / top), 0, 255).astype(np.uint8), "L")
+    return image.convert("RGB")
+
+
 def load_rgb(path: Path) -> Image.Image:
-    """Open an image that passed ingest, as RGB."""
+    """Open an image that passed ingest: upright, as 8-bit RGB."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         with Image.open(path) as image:
-            return image.convert("RGB")
+            return as_rgb(image)

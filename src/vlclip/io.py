@@ -22,6 +22,7 @@ def atomic_dir(target: Path | str) -> Iterator[Path]:
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    staging.chmod(0o777 & ~_umask())  # mkdtemp makes it owner-only; outputs follow the umask
     try:
         yield staging
     except BaseException:
@@ -33,6 +34,29 @@ def atomic_dir(target: Path | str) -> Iterator[Path]:
         os.replace(target, backup)
     os.replace(staging, target)
     shutil.rmtree(backup, ignore_errors=True)
+    _remove_stale_staging(target)
+
+
+def _read_umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
+UMASK = _read_umask()
+"""Read once at import: ``os.umask`` can only be read by setting it, which is not
+thread-safe, and stages write from threads."""
+
+
+def _umask() -> int:
+    return UMASK
+
+
+def _remove_stale_staging(target: Path) -> None:
+    """Staging folders a killed run of this output left behind (``.<name>.XXXXXXXX``)."""
+    for stale in target.parent.glob(f".{target.name}.*"):
+        if stale.is_dir() and len(stale.name) == len(target.name) + 10:
+            shutil.rmtree(stale, ignore_errors=True)
 
 
 def atomic_write_text(path: Path | str, text: str) -> None:
@@ -40,6 +64,7 @@ def atomic_write_text(path: Path | str, text: str) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.chmod(temp, 0o666 & ~_umask())  # mkstemp makes it owner-only; outputs follow the umask
     try:
         with os.fdopen(fd, "w") as handle:
             handle.write(text)

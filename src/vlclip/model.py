@@ -52,14 +52,36 @@ class ClipBundle:
     device: torch.device
 
 
+def _mps_available() -> bool:
+    return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+
+
 def resolve_device(device: str) -> torch.device:
+    """``auto`` picks the best device here; a named one must exist (a clear error before any
+    work, not a traceback from deep inside torch)."""
     if device == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
+        return torch.device("mps" if _mps_available() else "cpu")
+    kind = device.split(":")[0]
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"device={device!r} (the device setting in params.yaml): this machine has no CUDA "
+            "GPU; use auto or cpu"
+        )
+    if kind == "mps" and not _mps_available():
+        raise ValueError(f"device={device!r}: MPS is not available here (use auto or cpu)")
     return torch.device(device)
+
+
+def check_model_name(name: str) -> None:
+    """Refuse an architecture open_clip does not know, naming the setting and our configs."""
+    if name not in open_clip.list_models():
+        ours = sorted(path.stem for path in MODEL_CONFIG_DIR.glob("*.json"))
+        raise ValueError(
+            f"model.name={name!r}: unknown architecture; vlclip's own: {', '.join(ours)}; "
+            "or any name from open_clip.list_models()"
+        )
 
 
 def create_bundle(
@@ -70,6 +92,7 @@ def create_bundle(
     augmentation: dict[str, Any] | None = None,
 ) -> ClipBundle:
     """Build ``name`` with open_clip; random init is seeded so baselines are reproducible."""
+    check_model_name(name)
     if seed is not None:
         torch.manual_seed(seed)
     target = resolve_device(device)

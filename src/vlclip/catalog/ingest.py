@@ -57,7 +57,7 @@ def read_source(source: CatalogSource, staging: Path) -> SourceTables:
 
 
 def _blank(value: object) -> bool:
-    return value is None or (isinstance(value, float) and pd.isna(value)) or str(value) == ""
+    return value is None or (isinstance(value, float) and pd.isna(value)) or not str(value).strip()
 
 
 def _check_rows(

@@ -83,8 +83,12 @@ def read_table_source(source: TableSource) -> SourceTables:
     items["attributes"] = (
         items["attributes"].map(_attributes_text) if "attributes" in items.columns else "{}"
     )
+    drawn = items["item_id"].map(lambda value: hashed_split(str(value)))
     if "split" not in items.columns:
-        items["split"] = items["item_id"].map(lambda value: hashed_split(str(value)))
+        items["split"] = drawn
+    else:  # an empty cell is a missing split, drawn like a missing column
+        blank = items["split"].isna() | (items["split"].astype(str).str.strip() == "")
+        items["split"] = items["split"].where(~blank, drawn)
     if source.queries_path is not None:
         queries = read_table(source.queries_path)
         _require(queries, REQUIRED_QUERY_COLUMNS, source.queries_path)
@@ -92,6 +96,7 @@ def read_table_source(source: TableSource) -> SourceTables:
             queries[name] = queries[name].map(_text)
         if "split" not in queries.columns:
             queries["split"] = DEFAULT_QUERY_SPLIT
+        queries["split"] = queries["split"].fillna(DEFAULT_QUERY_SPLIT)
     else:
         queries = pd.DataFrame(columns=["query_id", "item_id", "image_path", "split"])
     # A table declares no taxonomy of its own: the gate checks product types against

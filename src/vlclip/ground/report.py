@@ -25,6 +25,7 @@ from vlclip.catalog.schema import BOX_COLUMNS, Catalog
 from vlclip.config import GroundParams
 from vlclip.ground.crops import Box, box_iou
 from vlclip.ground.stage import TABLES
+from vlclip.images import load_rgb
 from vlclip.io import atomic_write_text, stable_hash, write_json
 
 log = logging.getLogger(__name__)
@@ -200,9 +201,9 @@ def _tile(row: dict, catalog: Catalog, truth: pd.DataFrame, crops_dir: Path) -> 
         else (row["det_x0"], row["det_y0"], row["det_x1"], row["det_y1"])
     )
     try:
-        photo = Image.open(catalog.image_file(source.iloc[0]))
+        photo = load_rgb(catalog.image_file(source.iloc[0]))
         photo_uri = _data_uri(annotated_photo(photo, detection, gt, not row["fallback"]))
-        cropped = Image.open(crops_dir / row["crop_path"]).convert("RGB")
+        cropped = load_rgb(crops_dir / row["crop_path"])
         cropped.thumbnail((CROP_THUMB_SIDE, CROP_THUMB_SIDE))
         crop_uri = _data_uri(cropped)
     except (OSError, ValueError, IndexError) as error:
