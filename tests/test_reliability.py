@@ -129,3 +129,57 @@ def _umask_at_import() -> int:
     from vlclip.io import UMASK
 
     return UMASK
+
+
+def test_embed_never_replaces_what_vlclip_did_not_write(tmp_path):
+    from vlclip.embed import ITEM_IMAGE_FILE, check_output_folder
+
+    notes = tmp_path / "mine"
+    notes.mkdir()
+    (notes / "notes.txt").write_text("keep me")
+    with pytest.raises(ValueError, match="did not write.*notes.txt"):
+        check_output_folder(notes)
+    catalog = tmp_path / "catalog"
+    catalog.mkdir()
+    with pytest.raises(ValueError, match="input folder"):
+        check_output_folder(catalog, [catalog])
+    with pytest.raises(ValueError, match="input folder"):
+        check_output_folder(tmp_path, [catalog])  # a folder around an input
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("x")
+    with pytest.raises(ValueError, match="a file is there"):
+        check_output_folder(a_file)
+    earlier = tmp_path / "earlier"
+    earlier.mkdir()
+    (earlier / ITEM_IMAGE_FILE).write_bytes(b"")
+    check_output_folder(earlier, [catalog])  # earlier embeddings may be replaced
+    check_output_folder(tmp_path / "new", [catalog])
+    assert (notes / "notes.txt").read_text() == "keep me" and a_file.read_text() == "x"
+
+
+def test_a_malformed_json_line_is_named_by_its_number(tmp_path):
+    from vlclip.catalog.table import TableError, read_table
+
+    path = tmp_path / "items.jsonl"
+    path.write_text('{"item_id": "a"}\n{"item_id": "b"}\n{"item_id": "c",,}\n')
+    with pytest.raises(TableError, match=r"items.jsonl, line 3: not valid JSON"):
+        read_table(path)
+
+
+def test_hostile_image_paths_are_quarantined_and_good_rows_survive(table_catalog, tmp_path):
+    images = table_catalog["images"]
+    (images / "loop").symlink_to(images / "loop")  # a symlink pointing at itself
+    items = pd.read_csv(table_catalog["items"])
+    items.loc[0, "image_path"] = "loop/photo.png"
+    items.loc[1, "image_path"] = "x" * 300 + ".png"
+    items.loc[2, "image_path"] = "bad\x00name.png"
+    path = tmp_path / "hostile.parquet"  # parquet keeps the NUL byte intact
+    items.to_parquet(path)
+    source = TableSource(kind="table", path=path, image_root=images,
+                         queries_path=table_catalog["queries"])
+    ingest(IngestParams(source=source), tmp_path / "catalog")
+    catalog = load_catalog(tmp_path / "catalog")
+    reasons = catalog.quarantine.set_index("record_id")["reason"]
+    assert {"sku-0", "sku-1", "sku-2"} <= set(reasons.index), reasons
+    assert "NUL" in reasons["sku-2"]
+    assert set(catalog.items["item_id"]) == {"sku-3", "sku-4", "sku-5"}

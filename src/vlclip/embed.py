@@ -142,6 +142,27 @@ def _with_vectors(frame: pd.DataFrame, vectors: np.ndarray) -> pd.DataFrame:
     return frame
 
 
+def check_output_folder(out_dir: Path, inputs: Sequence[Path] = ()) -> None:
+    """Refuse an output that would replace what vlclip did not write: an existing file, a
+    folder holding other files, or one of the inputs (or a folder inside or around one)."""
+    out_dir = Path(out_dir)
+    resolved = out_dir.resolve()
+    for source in inputs:
+        source = Path(source).resolve()
+        if resolved == source or resolved.is_relative_to(source) or source.is_relative_to(resolved):
+            raise ValueError(f"--out {out_dir}: that is (or holds) an input folder ({source})")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"--out {out_dir}: a file is there; name a folder")
+    if out_dir.is_dir():
+        ours = {ITEM_IMAGE_FILE, ITEM_TEXT_FILE, QUERY_IMAGE_FILE}
+        foreign = sorted(p.name for p in out_dir.iterdir() if p.name not in ours)
+        if foreign:
+            raise ValueError(
+                f"--out {out_dir}: the folder holds files vlclip did not write "
+                f"({', '.join(foreign[:5])}); name an empty folder or earlier embeddings"
+            )
+
+
 def save_embeddings(embeddings: Embeddings, out_dir: Path) -> None:
     with atomic_dir(out_dir) as staging:
         _with_vectors(embeddings.items, embeddings.item_image).to_parquet(

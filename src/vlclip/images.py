@@ -36,11 +36,17 @@ def resolve_inside(root: Path, relative: str) -> Path:
     """Resolve ``relative`` under ``root``; refuse absolute paths and ``..`` escapes."""
     if not isinstance(relative, str) or not relative.strip():
         raise ImageProblem("empty image path")
+    if "\x00" in relative:
+        raise ImageProblem("image path contains a NUL byte")
     candidate = Path(relative)
     if candidate.is_absolute():
         raise ImageProblem("absolute image path (paths must be relative to the catalog root)")
     root_resolved = root.resolve()
-    resolved = (root_resolved / candidate).resolve()
+    try:
+        resolved = (root_resolved / candidate).resolve()
+    except (OSError, RuntimeError) as error:  # symlink loops, names too long for the OS
+        reason = getattr(error, "strerror", None) or error
+        raise ImageProblem(f"unusable image path: {reason}") from None
     if not resolved.is_relative_to(root_resolved):
         raise ImageProblem("image path escapes the catalog root")
     return resolved
@@ -48,9 +54,12 @@ def resolve_inside(root: Path, relative: str) -> Path:
 
 def inspect_image(path: Path, max_pixels: int, min_side: int) -> ImageInfo:
     """Fully decode ``path`` once and return its size and content hash, or raise ImageProblem."""
-    if not path.is_file():
-        raise ImageProblem("image file not found")
-    data = path.read_bytes()
+    try:
+        if not path.is_file():
+            raise ImageProblem("image file not found")
+        data = path.read_bytes()
+    except OSError as error:  # a name too long, a loop, no permission: a bad row, not a crash
+        raise ImageProblem(f"cannot read image file: {error.strerror or error}") from None
     if not data:
         raise ImageProblem("image file is empty")
     try:

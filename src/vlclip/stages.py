@@ -153,16 +153,17 @@ def run_embed(
     A catalog folder from ``vlclip ingest`` elsewhere is embedded as it is: its own photos and
     titles, with the current model.
     """
-    from vlclip.embed import embed_catalog, original_views, save_embeddings
+    from vlclip.embed import check_output_folder, embed_catalog, original_views, save_embeddings
     from vlclip.model import load_checkpoint
 
     catalog = load_catalog(catalog_dir or layout.validated)
+    target = out_dir or layout.embeddings
+    check_output_folder(target, [catalog.root, catalog.image_root, layout.models])
     views = original_views(catalog) if catalog_dir else pipeline_views(layout)
     bundle = load_checkpoint(layout.models, device=params.embed.device)
     embeddings = embed_catalog(
         bundle, catalog.items, catalog.queries, views, params.embed.batch_size
     )
-    target = out_dir or layout.embeddings
     save_embeddings(embeddings, target)
     log.info(
         "embedded %d items and %d query photos -> %s",

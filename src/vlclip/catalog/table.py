@@ -34,9 +34,28 @@ def read_table(path: Path) -> pd.DataFrame:
             return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
         if suffix == ".parquet":
             return pd.read_parquet(path)
-        return pd.read_json(path, lines=suffix == ".jsonl", dtype=False)
+        if suffix == ".jsonl":
+            return _read_json_lines(path)
+        return pd.read_json(path, dtype=False)
     except (ValueError, OSError) as error:
         raise TableError(f"{path}: cannot read table: {error}") from None
+
+
+def _read_json_lines(path: Path) -> pd.DataFrame:
+    """JSON lines, one object per line; a malformed line is named by its number."""
+    rows = []
+    with path.open(encoding="utf-8", errors="replace") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise TableError(f"{path}, line {number}: not valid JSON ({error.msg})") from None
+            if not isinstance(row, dict):
+                raise TableError(f"{path}, line {number}: expected a JSON object per line")
+            rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def _require(frame: pd.DataFrame, columns: tuple[str, ...], path: Path) -> None:
