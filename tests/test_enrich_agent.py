@@ -201,7 +201,9 @@ def make_handler(fake: FakeAnthropic) -> type[BaseHTTPRequestHandler]:
         def _error(self, code: str) -> None:
             status, kind = ERRORS[code]
             headers = {"retry-after": fake.retry_after} if status == 429 else {}
-            body = {"type": "error", "error": {"type": kind, "message": f"fake {kind}"}}
+            # like some gateways, echo the key the request carried: it must never be re-printed
+            echoed = self.headers.get("x-api-key") or self.headers.get("authorization", "")
+            body = {"type": "error", "error": {"type": kind, "message": f"fake {kind} ({echoed})"}}
             self._send(status, body, headers)
 
         def _record(self, body: dict[str, Any]) -> None:
@@ -522,6 +524,36 @@ def test_a_rejected_api_key_stops_the_run(fake, tmp_path):
     with pytest.raises(EnrichConfigError, match="credentials"):
         enrich(make_catalog(tmp_path, products(1)), params_for(fake, tmp_path),
                tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_after_a_rejected_key_nothing_more_is_sent_and_the_key_is_not_echoed(fake, tmp_path):
+    fake.script.append("401")
+    with pytest.raises(EnrichConfigError) as refused:
+        enrich(make_catalog(tmp_path, products(6)), params_for(fake, tmp_path, concurrency=1),
+               tmp_path / "out")
+    assert len(fake.messages()) == 1  # the other five requests of the round were not sent
+    assert SECRET not in str(refused.value) and "[redacted]" in str(refused.value)
+
+
+def test_an_echoed_key_reaches_no_output_log_or_cache(fake, tmp_path, caplog):
+    fake.script.extend(["500"] * 4)
+    caplog.set_level(logging.DEBUG)
+    result = enrich(make_catalog(tmp_path, products(4)),
+                    params_for(fake, tmp_path, max_retries=0), tmp_path / "out")
+    assert result.report["calls"]["failed_calls"] == 4
+    assert SECRET not in caplog.text
+    written = [path for path in tmp_path.rglob("*") if path.is_file()]
+    assert written and not [path for path in written if SECRET.encode() in path.read_bytes()]
+
+
+def test_an_unreachable_api_stops_with_the_endpoint_instead_of_falling_back(fake, tmp_path):
+    from helpers import free_port
+
+    closed = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(EnrichConfigError, match=f"cannot reach the Claude API at {closed}"):
+        enrich(make_catalog(tmp_path, products(3)),
+               params_for(fake, tmp_path, base_url=closed, max_retries=1), tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 

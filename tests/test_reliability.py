@@ -183,3 +183,18 @@ def test_hostile_image_paths_are_quarantined_and_good_rows_survive(table_catalog
     assert {"sku-0", "sku-1", "sku-2"} <= set(reasons.index), reasons
     assert "NUL" in reasons["sku-2"]
     assert set(catalog.items["item_id"]) == {"sku-3", "sku-4", "sku-5"}
+
+
+def test_an_overlong_description_is_named_by_its_item_not_printed(table_catalog, tmp_path):
+    from vlclip.config import ValidateParams
+    from vlclip.validate import validate_catalog
+
+    items = pd.read_csv(table_catalog["items"])
+    items.loc[4, "description"] = "lorem ipsum " * 90_000  # about 1 MB
+    catalog = _ingest(table_catalog, tmp_path, items)
+    outcome = validate_catalog(catalog, ValidateParams(), tmp_path / "validation")
+    assert not outcome.success
+    (line,) = [line for line in outcome.failed if "description" in line]
+    assert "sku-4: 1080000 characters" in line and len(line) < 300
+    report = tmp_path / "validation" / "validation.json"
+    assert report.stat().st_size < 100_000 and "lorem ipsum lorem" not in report.read_text()

@@ -59,7 +59,12 @@ ITEMS, QUERIES, INGEST_SUMMARY = "items", "queries", "ingest_summary"
 # suite small (a value set of every catalog id would bloat the suite and its Data Docs page).
 INVALID_ATTRIBUTES = "invalid_attributes"
 UNKNOWN_ITEM_ID = "unknown_item_id"
-DERIVED_SHOWN_AS = {INVALID_ATTRIBUTES: "attributes", UNKNOWN_ITEM_ID: "item_id"}
+OVERLONG_DESCRIPTION = "overlong_description"
+DERIVED_SHOWN_AS = {
+    INVALID_ATTRIBUTES: "attributes",
+    UNKNOWN_ITEM_ID: "item_id",
+    OVERLONG_DESCRIPTION: "description",
+}
 DERIVED_VALUE_CHARS = 80
 """Offending attribute texts are cut to this length in the derived column."""
 
@@ -137,8 +142,12 @@ def item_expectations(
         ex.ExpectColumnValueLengthsToBeBetween(
             column="title", min_value=params.min_title_chars, max_value=params.max_title_chars
         ),
-        ex.ExpectColumnValueLengthsToBeBetween(
-            column="description", max_value=params.max_description_chars
+        ex.ExpectColumnValuesToBeNull(
+            column=OVERLONG_DESCRIPTION,
+            description=f"descriptions must have at most {params.max_description_chars} "
+            "characters",
+            notes="Derived column: the item id and length of each overlong description (the "
+            "text itself would flood the report).",
         ),
         *(
             ex.ExpectColumnValuesToBeBetween(
@@ -205,11 +214,18 @@ def _not_json_object(value: object) -> str | None:
     return None if isinstance(parsed, dict) else str(value)[:DERIVED_VALUE_CHARS]
 
 
-def items_frame(items: pd.DataFrame) -> pd.DataFrame:
-    """The items table plus the derived attributes check column."""
+def items_frame(items: pd.DataFrame, max_description_chars: int) -> pd.DataFrame:
+    """The items table plus the derived check columns (attributes, overlong descriptions)."""
     frame = items.copy()
     if "attributes" in frame.columns:
         frame[INVALID_ATTRIBUTES] = frame["attributes"].map(_not_json_object).astype(object)
+    if "description" in frame.columns:
+        lengths = frame["description"].fillna("").astype(str).str.len()
+        ids = frame["item_id"].astype(str) if "item_id" in frame.columns else frame.index
+        named = [f"{item}: {length} characters" for item, length in zip(ids, lengths, strict=True)]
+        frame[OVERLONG_DESCRIPTION] = pd.Series(named, index=frame.index, dtype=object).where(
+            lengths > max_description_chars, None
+        )
     return frame
 
 
@@ -378,7 +394,10 @@ def validate_catalog(
     datasource = context.data_sources.add_pandas(DATASOURCE_NAME)
     product_types = allowed_product_types(catalog, params)
     tables = {
-        ITEMS: (items_frame(catalog.items), item_expectations(gx, params, product_types)),
+        ITEMS: (
+            items_frame(catalog.items, params.max_description_chars),
+            item_expectations(gx, params, product_types),
+        ),
         QUERIES: (queries_frame(catalog.queries, catalog.items), query_expectations(gx)),
         INGEST_SUMMARY: (ingest_summary_frame(catalog), ingest_expectations(gx, params)),
     }

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 from vlclip.config import EnrichParams
 from vlclip.enrich.anthropic_backend import (
+    DEFAULT_ENDPOINT,
     ApiRequest,
     EnrichConfigError,
     Failure,
@@ -242,6 +243,14 @@ class EnrichAgent:
         if fatal:
             raise EnrichConfigError(
                 f"the API refused the credentials ({fatal[0].status}): {fatal[0].message}"
+            )
+        unreachable = [f for f in failures if f.kind in ("connection", "timeout")]
+        if outcomes and len(unreachable) * 2 > len(outcomes):
+            endpoint = self.params.base_url or DEFAULT_ENDPOINT
+            raise EnrichConfigError(
+                f"cannot reach the Claude API at {endpoint}: {len(unreachable)} of "
+                f"{len(outcomes)} requests of the round failed to connect or timed out; check "
+                "enrich.base_url and the network (enrich.backend: rule_based runs offline)"
             )
         if outcomes and len(failures) == len(outcomes) and all(
             f.kind == CLIENT_ERROR for f in failures

@@ -15,6 +15,7 @@ import email.utils
 import logging
 import os
 import random
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -40,6 +41,18 @@ EXTRA_BODY_KEYS = frozenset({"temperature"})
 MAX_RETRY_AFTER_S = 600.0
 """A retry-after beyond this is treated as this (a broken header must not hang the stage)."""
 log = logging.getLogger(__name__)
+KEY_PATTERN = re.compile(r"sk-ant-[A-Za-z0-9_\-]+")
+REDACTED = "[redacted]"
+DEFAULT_ENDPOINT = "https://api.anthropic.com"
+
+
+def redact(text: str) -> str:
+    """``text`` without the configured API key or anything shaped like an Anthropic key (an
+    API error may echo the request's key; it must not reach a log, a report or the cache)."""
+    key = os.environ.get(API_KEY_ENV, "").strip()
+    if key:
+        text = text.replace(key, REDACTED)
+    return KEY_PATTERN.sub(REDACTED, text)
 
 
 class EnrichConfigError(ValueError):
@@ -152,8 +165,8 @@ def failure_of(error: Exception) -> Failure:
         kind = "client_error" if error.status_code < FIRST_SERVER_ERROR else "server_error"
         if error.status_code == RATE_LIMITED:
             kind = "rate_limited"
-        return Failure(kind, error.status_code, str(error.message)[:MESSAGE_CHARS])
-    return Failure("error", None, f"{type(error).__name__}: {error}"[:MESSAGE_CHARS])
+        return Failure(kind, error.status_code, redact(str(error.message))[:MESSAGE_CHARS])
+    return Failure("error", None, redact(f"{type(error).__name__}: {error}")[:MESSAGE_CHARS])
 
 
 @dataclass
@@ -252,13 +265,27 @@ class RealtimeTransport:
         return outcome if isinstance(outcome, Failure) else normalise(outcome)
 
     def execute(self, requests: list[ApiRequest], on_reply: OnReply) -> dict[str, Outcome]:
-        """Send every request; store each reply through ``on_reply`` as soon as it arrives."""
+        """Send every request; store each reply through ``on_reply`` as soon as it arrives.
+
+        After a rejected key (401/403) nothing more is sent: the rest of the round would only
+        repeat the refusal (and the key) to the server.
+        """
         outcomes: dict[str, Outcome] = {}
         if not requests:
             return outcomes
+        refused = threading.Event()
+
+        def send(request: ApiRequest) -> Outcome:
+            if refused.is_set():
+                return Failure("skipped", None, "not sent: the API refused the credentials")
+            outcome = self._send(request)
+            if isinstance(outcome, Failure) and outcome.fatal:
+                refused.set()
+            return outcome
+
         workers = min(self.params.concurrency, len(requests))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="enrich") as pool:
-            futures = {pool.submit(self._send, request): request for request in requests}
+            futures = {pool.submit(send, request): request for request in requests}
             for future in as_completed(futures):
                 request = futures[future]
                 outcome = future.result()

@@ -28,6 +28,7 @@ from vlclip.enrich.anthropic_backend import (
     Outcome,
     RetryPolicy,
     normalise,
+    redact,
 )
 from vlclip.io import atomic_write_text, write_json
 
@@ -161,7 +162,9 @@ class BatchTransport:
             else:
                 detail = getattr(getattr(result, "error", None), "error", None)
                 message = getattr(detail, "message", result.type)
-                outcomes[entry.custom_id] = Failure(f"batch_{result.type}", None, str(message))
+                outcomes[entry.custom_id] = Failure(
+                    f"batch_{result.type}", None, redact(str(message))
+                )
         self._forget(batch_id)
         return outcomes
 
