@@ -198,3 +198,24 @@ def test_an_overlong_description_is_named_by_its_item_not_printed(table_catalog,
     assert "sku-4: 1080000 characters" in line and len(line) < 300
     report = tmp_path / "validation" / "validation.json"
     assert report.stat().st_size < 100_000 and "lorem ipsum lorem" not in report.read_text()
+
+
+def test_markup_in_catalog_text_never_reaches_the_data_docs_as_markup(table_catalog, tmp_path):
+    from vlclip.config import ValidateParams
+    from vlclip.validate import validate_catalog
+
+    items = pd.read_csv(table_catalog["items"])
+    items.loc[0:1, "item_id"] = "<script>alert(1)</script>"  # a duplicate id, so it is shown
+    items.loc[2, "product_type"] = "<img src=x onerror=alert(2)>"
+    catalog = _ingest(table_catalog, tmp_path, items)
+    params = ValidateParams(allowed_product_types=["soda can", "cereal box"])
+    outcome = validate_catalog(catalog, params, tmp_path / "validation")
+    pages = list((tmp_path / "validation").rglob("*.html"))
+    assert pages
+    for page in pages:
+        text = page.read_text()
+        assert "<script>alert(1)" not in text and "<img src=x" not in text, page
+    assert any("&lt;script&gt;alert(1)" in page.read_text() for page in pages)
+    # our own report and console lines keep the text as the catalog has it
+    assert any("<script>alert(1)</script>" in line for line in outcome.failed)
+    assert any("<img src=x onerror=alert(2)>" in line for line in outcome.failed)

@@ -239,6 +239,25 @@ def queries_frame(queries: pd.DataFrame, items: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
+def html_safe(value: Any) -> Any:
+    """``<`` and ``>`` as entities: catalog text reaches the Data Docs HTML that Great
+    Expectations renders without escaping (an id like ``<script>`` would run there)."""
+    return value.replace("<", "&lt;").replace(">", "&gt;") if isinstance(value, str) else value
+
+
+def html_plain(value: Any) -> Any:
+    """The reverse of :func:`html_safe`, for our own JSON report and console lines."""
+    return value.replace("&lt;", "<").replace("&gt;", ">") if isinstance(value, str) else value
+
+
+def html_safe_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    safe = frame.copy()
+    for column in safe.columns:
+        if safe[column].dtype == object:
+            safe[column] = safe[column].map(html_safe)
+    return safe
+
+
 def ingest_summary_frame(catalog: Catalog) -> pd.DataFrame:
     manifest = catalog.manifest
     return pd.DataFrame(
@@ -289,7 +308,7 @@ def _sample(result: dict) -> tuple[list[Any], bool]:
     values = [entry["value"] for entry in counts] if counts else list(
         dict.fromkeys(map(str, partial)))
     more = len(values) > SAMPLE_VALUES or result.get("unexpected_count", 0) > len(partial)
-    return _plain(values[:SAMPLE_VALUES]), more
+    return [html_plain(value) for value in _plain(values[:SAMPLE_VALUES])], more
 
 
 def describe_result(table: str, outcome: ExpectationValidationResult) -> dict:
@@ -392,13 +411,17 @@ def validate_catalog(
     report_dir.mkdir(parents=True, exist_ok=True)
     context = _file_context(gx, report_dir)
     datasource = context.data_sources.add_pandas(DATASOURCE_NAME)
-    product_types = allowed_product_types(catalog, params)
+    allowed = allowed_product_types(catalog, params)
+    product_types = [html_safe(name) for name in allowed] if allowed else allowed
     tables = {
         ITEMS: (
-            items_frame(catalog.items, params.max_description_chars),
+            html_safe_frame(items_frame(catalog.items, params.max_description_chars)),
             item_expectations(gx, params, product_types),
         ),
-        QUERIES: (queries_frame(catalog.queries, catalog.items), query_expectations(gx)),
+        QUERIES: (
+            html_safe_frame(queries_frame(catalog.queries, catalog.items)),
+            query_expectations(gx),
+        ),
         INGEST_SUMMARY: (ingest_summary_frame(catalog), ingest_expectations(gx, params)),
     }
 
