@@ -265,6 +265,13 @@ def _monitor_params(path: Path, output_dir: Path | None) -> Params:
     return settings.model_copy(update={"monitor": monitor})
 
 
+def _alert_line(record: dict | None) -> str:
+    if record is None:
+        return "no drift: no alert"
+    state = "suppressed (same drift inside the window)" if record["suppressed"] else "raised"
+    return f"alert {state}: {record['title']}"
+
+
 def _summary_line(summary: dict) -> str:
     drifted = [s["name"] for s in summary["signals"] if s["drift_detected"]]
     return (
@@ -299,8 +306,9 @@ def monitor_command(
     _run(lambda: run_monitor_snapshot(settings, layout, run_id, catalog, simulate_drift))
     summary = _run(lambda: run_monitor_compare(settings, layout, run_id))
     index = run_monitor_report(settings)
-    run_monitor_alert(settings, run_id, targets_from_env())
+    alert = run_monitor_alert(settings, run_id, targets_from_env())
     typer.echo(_summary_line(summary))
+    typer.echo(_alert_line(alert))
     typer.echo(f"report:  {monitor_run_dir(settings, run_id) / 'report.html'}")
     typer.echo(f"history: {index}")
 
@@ -358,12 +366,7 @@ def monitor_alert_command(
     from vlclip.stages import run_monitor_alert
 
     settings = _monitor_params(params, output_dir)
-    record = _run(lambda: run_monitor_alert(settings, run_id, targets_from_env()))
-    if record is None:
-        typer.echo("no drift: no alert")
-    else:
-        state = "suppressed (same drift inside the window)" if record["suppressed"] else "raised"
-        typer.echo(f"alert {state}: {record['title']}")
+    typer.echo(_alert_line(_run(lambda: run_monitor_alert(settings, run_id, targets_from_env()))))
 
 
 ablation_app = typer.Typer(

@@ -22,7 +22,7 @@ def atomic_dir(target: Path | str) -> Iterator[Path]:
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    staging.chmod(0o777 & ~_umask())  # mkdtemp makes it owner-only; outputs follow the umask
+    staging.chmod(0o777 & ~UMASK)  # mkdtemp makes it owner-only; outputs follow the umask
     try:
         yield staging
     except BaseException:
@@ -48,12 +48,9 @@ UMASK = _read_umask()
 thread-safe, and stages write from threads."""
 
 
-def _umask() -> int:
-    return UMASK
-
-
 def _remove_stale_staging(target: Path) -> None:
-    """Staging folders a killed run of this output left behind (``.<name>.XXXXXXXX``)."""
+    """Remove staging folders a killed run of this output left behind: ``.<name>.`` plus the
+    eight random characters ``mkdtemp`` adds."""
     for stale in target.parent.glob(f".{target.name}.*"):
         if stale.is_dir() and len(stale.name) == len(target.name) + 10:
             shutil.rmtree(stale, ignore_errors=True)
@@ -64,7 +61,7 @@ def atomic_write_text(path: Path | str, text: str) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.chmod(temp, 0o666 & ~_umask())  # mkstemp makes it owner-only; outputs follow the umask
+    os.chmod(temp, 0o666 & ~UMASK)  # mkstemp makes it owner-only; outputs follow the umask
     try:
         with os.fdopen(fd, "w") as handle:
             handle.write(text)

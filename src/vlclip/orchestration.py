@@ -352,7 +352,9 @@ def serving_workspace(repo: Path, runs: Path) -> Path:
 def alert_targets(conn_id: str = ALERTS_CONNECTION) -> list[str]:
     """Apprise URLs of the Airflow connection ``conn_id`` (its extra ``config.path``, a URL or
     a list), plus ``VLCLIP_ALERT_URLS``; empty when neither is set."""
-    targets = os.environ.get("VLCLIP_ALERT_URLS", "").split()
+    from vlclip.monitor.alerts import targets_from_env
+
+    targets = targets_from_env()
     try:
         from airflow.sdk import BaseHook
 

@@ -88,13 +88,13 @@ def build_snapshot(
 ) -> Snapshot:
     """Features and embeddings of a sample of ``catalog``.
 
-    ``embed(items, queries)`` returns ``(image, text)`` vectors for the sampled items (the
+    ``embed(items)`` returns ``(image, text)`` vectors for the sampled items (the
     champion model, original photos and titles). Without ``reference`` this is a reference
     snapshot and the top-1 similarity is leave-one-out within it.
     """
     items = sample_rows(catalog.items, sample, seed)
     queries = sample_rows(catalog.queries, sample, seed)
-    image, text = embed(items, queries)
+    image, text = embed(items)
     features = item_features(catalog, items, boxes)
     ids = features["item_id"].tolist()
     if reference is None:
@@ -125,7 +125,7 @@ def _embedder(models_dir: Path, catalog: Catalog, batch_size: int, device: str):
 
     bundle = load_checkpoint(models_dir, device=device)
 
-    def embed(items: pd.DataFrame, _queries: pd.DataFrame):
+    def embed(items: pd.DataFrame):
         paths = [catalog.image_file(path) for path in items["image_path"]]
         image = embed_images(bundle, paths, batch_size, "embedding the sample's photos")
         text = embed_texts(bundle, items["title"].astype(str).tolist(), batch_size)
