@@ -15,7 +15,8 @@ Runs the vlclip pipeline of `dvc.yaml`, one task per DVC stage, in a workspace o
   `vlclip_dvc` pool (DVC holds a repository lock).
 - **Gate**: a failed data validation fails the run without retries; nothing downstream runs and
   the previous model, champion and reports stay where they are. `enrich` (API calls) retries
-  with exponential backoff.
+  with exponential backoff; `ground` and `train` retry once after a lost worker, resuming from
+  their caches and last epoch checkpoint.
 - **Promotion**: the `promote` stage keeps the champion unless the new model beats it
   (`reports/promotion.json`). `publish` pushes to the DVC remote when one is configured and
   records the model and metrics as Asset events, on which the drift monitor is scheduled.
@@ -52,6 +53,8 @@ RUNS = workspace_root(REPO)
 BIN = Path(sys.executable).parent  # dvc and vlclip live beside the interpreter
 TRANSIENT = {"enrich"}
 """Stages that call remote services: retried with exponential backoff."""
+RESUMABLE = {"ground", "train"}
+"""Long stages that resume where a killed run stopped: one retry."""
 
 MODEL = Asset(MODEL_ASSET)
 METRICS = Asset(METRICS_ASSET)
@@ -96,7 +99,7 @@ with DAG(
             env={"PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"},
             append_env=True,
             pool=POOL,
-            retries=3 if transient else 0,
+            retries=3 if transient else 1 if stage.name in RESUMABLE else 0,
             retry_delay=timedelta(seconds=30),
             retry_exponential_backoff=transient,
             max_retry_delay=timedelta(minutes=10),

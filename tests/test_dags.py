@@ -80,12 +80,13 @@ def test_retrain_tasks_and_edges_are_dvc_yaml(inspected):
     assert set(tasks["publish"]) == sinks
 
 
-def test_every_dvc_task_takes_the_one_pool_and_only_enrich_retries(inspected):
+def test_every_dvc_task_takes_the_one_pool_and_only_resumable_stages_retry(inspected):
     assert set(inspected["pools"]) == {POOL, "default_pool"}  # prepare_workspace runs no DVC
     retries = inspected["retries"]
     assert retries["validate"] == 0 and retries["prepare_workspace"] == 0
     assert retries["enrich"] > 0
-    assert {name for name, count in retries.items() if count} == {"enrich"}
+    assert retries["ground"] == retries["train"] == 1
+    assert {name for name, count in retries.items() if count} == {"enrich", "ground", "train"}
     assert inspected["max_active_runs"] == 1 and inspected["doc"]
 
 

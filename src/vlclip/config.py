@@ -224,6 +224,10 @@ class TrainParams(Section):
     """Random-resized-crop area range for training images (no colour jitter: colour is identity)."""
     max_train_minutes: NonNegativeFloat = 0.0
     """Stop early after this much wall time (0 = no limit)."""
+    checkpoint_dir: Path = Path(".vlclip-cache/train")
+    """Resume checkpoints (model, optimizer, scheduler, RNG states), written after every epoch
+    in a folder per run configuration, outside ``models/`` (which DVC replaces); a killed run
+    resumes from its last epoch. Removed when the run ends."""
 
 
 class EmbedParams(Section):

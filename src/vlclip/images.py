@@ -92,14 +92,22 @@ WIDE_INTEGER_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N"}
 """Greyscale modes with values beyond 8 bits (16-bit PNGs): ``convert("RGB")`` clips them."""
 
 
+TRANSPARENT_BACKGROUND = (255, 255, 255, 255)
+"""Catalog cut-outs are shown on white; dropping the alpha channel would show them on the
+colour hidden under the transparent pixels, often black."""
+
+
 def as_rgb(image: Image.Image) -> Image.Image:
     """An image upright (EXIF orientation applied) and in 8-bit RGB; 16-bit greyscale is
-    scaled, not clipped to white."""
+    scaled, not clipped to white, and transparent pixels are white."""
     image = ImageOps.exif_transpose(image)
     if image.mode in WIDE_INTEGER_MODES:
         values = np.asarray(image, dtype=np.float64)
         top = 65535.0 if values.max() > 255 else 255.0
         image = Image.fromarray(np.clip(values * (255.0 / top), 0, 255).astype(np.uint8), "L")
+    if image.has_transparency_data:
+        rgba = image.convert("RGBA")
+        image = Image.alpha_composite(Image.new("RGBA", rgba.size, TRANSPARENT_BACKGROUND), rgba)
     return image.convert("RGB")
 
 

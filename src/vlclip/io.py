@@ -21,6 +21,9 @@ def atomic_dir(target: Path | str) -> Iterator[Path]:
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    backup = target.with_name(f".{target.name}.old")
+    if backup.is_dir() and not target.exists():  # killed between the two renames below
+        os.replace(backup, target)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     staging.chmod(0o777 & ~UMASK)  # mkdtemp makes it owner-only; outputs follow the umask
     try:
@@ -28,7 +31,6 @@ def atomic_dir(target: Path | str) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    backup = target.with_name(f".{target.name}.old")
     shutil.rmtree(backup, ignore_errors=True)
     if target.exists():
         os.replace(target, backup)

@@ -11,14 +11,16 @@ so the image-loading threads may finish in any order; everything else that draws
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import random
+import shutil
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +32,7 @@ from vlclip.catalog.schema import Catalog
 from vlclip.config import ModelParams, TrainParams
 from vlclip.embed import CatalogViews
 from vlclip.images import load_rgb
+from vlclip.io import atomic_dir, stable_hash
 from vlclip.model import (
     ClipBundle,
     SeededTrainTransform,
@@ -40,6 +43,7 @@ from vlclip.model import (
 
 log = logging.getLogger(__name__)
 LOAD_THREADS = 4
+RESUME_FILE = "resume.pt"
 
 
 @dataclass(frozen=True)
@@ -205,6 +209,84 @@ def train(
         return _train(train_pairs, val_pairs, model_params, params, out_dir, live_dir)
 
 
+def run_key(
+    train_pairs: list[Pair], val_pairs: list[Pair], model_params: ModelParams, params: TrainParams
+) -> str:
+    """What a resume checkpoint belongs to: the model, every setting that changes the weights,
+    and the pairs with their images' bytes. Anything else starts the run afresh."""
+    settings = params.model_dump(mode="json", exclude={"max_train_minutes", "checkpoint_dir"})
+
+    def described(pairs: list[Pair]) -> list[str]:
+        return [
+            f"{p.item_id}|{p.text}|{hashlib.sha256(p.image.read_bytes()).hexdigest()}"
+            for p in pairs
+        ]
+
+    return stable_hash(
+        model_params.model_dump(mode="json"), settings, described(train_pairs), described(val_pairs)
+    )
+
+
+@dataclass
+class Progress:
+    """Everything a resumed run needs to continue exactly where the killed one stopped."""
+
+    epochs_done: int = 0
+    step: int = 0
+    best_val: float = math.inf
+    best_state: dict[str, torch.Tensor] | None = None
+    history: list[tuple[float, float]] = field(default_factory=list)  # (train, val) per epoch
+    seconds: float = 0.0
+
+
+def _save_resume_point(
+    path: Path,
+    progress: Progress,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    shuffler: random.Random,
+) -> None:
+    state = {
+        "progress": progress.__dict__,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "rng": {
+            "shuffle": shuffler.getstate(),
+            "python": random.getstate(),
+            "numpy": np.random.get_state(),
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        },
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.partial")
+    torch.save(state, temp)
+    temp.replace(path)  # a kill while saving leaves the previous epoch's checkpoint
+
+
+def _load_resume_point(
+    path: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    shuffler: random.Random,
+) -> Progress:
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    rng = state["rng"]
+    shuffler.setstate(rng["shuffle"])
+    random.setstate(rng["python"])
+    np.random.set_state(rng["numpy"])
+    torch.set_rng_state(rng["torch"])
+    if rng["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    return Progress(**state["progress"])
+
+
 def _train(
     train_pairs: list[Pair],
     val_pairs: list[Pair],
@@ -227,21 +309,29 @@ def _train(
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: cosine_with_warmup(step, total_steps, params.warmup_steps)
     )
-    live = _open_live(live_dir)
-    rng = random.Random(params.seed)
-    best_val, best_state, step, started = math.inf, None, 0, time.monotonic()
-    epoch_loss = float("nan")
-    epochs_run = 0
+    shuffler = random.Random(params.seed)
+    resume_file = (
+        params.checkpoint_dir / run_key(train_pairs, val_pairs, model_params, params) / RESUME_FILE
+    )
+    progress = Progress()
+    if resume_file.is_file():
+        progress = _load_resume_point(resume_file, model, optimizer, scheduler, shuffler)
+        log.info(
+            "resuming from epoch %d/%d (%s)", progress.epochs_done, params.epochs, resume_file
+        )
+    live = _open_live(live_dir, progress.history)
+    started = time.monotonic() - progress.seconds
+    epoch_loss = progress.history[-1][0] if progress.history else float("nan")
     with ThreadPoolExecutor(LOAD_THREADS) as pool:
-        for epoch in range(params.epochs):
+        for epoch in range(progress.epochs_done, params.epochs):
             model.train()
             order = train_pairs[:]
-            rng.shuffle(order)
+            shuffler.shuffle(order)
             losses = []
-            progress = tqdm(
+            bar = tqdm(
                 range(steps_per_epoch), desc=f"epoch {epoch + 1}/{params.epochs}", disable=None
             )
-            for batch_index in progress:
+            for batch_index in bar:
                 first = batch_index * params.batch_size
                 batch = order[first : first + params.batch_size]
                 pixels = _train_pixels(augment, batch, pool, params.seed, epoch, first)
@@ -253,22 +343,24 @@ def _train(
                 with torch.no_grad():  # CLIP keeps the temperature in a sane range
                     model.logit_scale.clamp_(0, math.log(100))
                 losses.append(parts["contrastive_loss"].item())
-                progress.set_postfix(loss=f"{losses[-1]:.3f}")
-                step += 1
+                bar.set_postfix(loss=f"{losses[-1]:.3f}")
+                progress.step += 1
             epoch_loss = float(np.mean(losses))
             val_loss = (
                 evaluate_loss(bundle, val_pairs, params.batch_size) if val_pairs else (epoch_loss)
             )
-            epochs_run = epoch + 1
-            log.info("epoch %d: train loss %.4f, val loss %.4f", epochs_run, epoch_loss, val_loss)
-            if live is not None:
-                live.log_metric("train/loss", epoch_loss)
-                live.log_metric("val/loss", val_loss)
-                live.next_step()
-            if val_loss < best_val:
-                best_val = val_loss
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            minutes = (time.monotonic() - started) / 60
+            progress.epochs_done = epoch + 1
+            progress.history.append((epoch_loss, val_loss))
+            log.info("epoch %d: train loss %.4f, val loss %.4f", epoch + 1, epoch_loss, val_loss)
+            _log_epoch(live, epoch_loss, val_loss)
+            if val_loss < progress.best_val:
+                progress.best_val = val_loss
+                progress.best_state = {
+                    k: v.detach().clone() for k, v in model.state_dict().items()
+                }
+            progress.seconds = time.monotonic() - started
+            _save_resume_point(resume_file, progress, model, optimizer, scheduler, shuffler)
+            minutes = progress.seconds / 60
             if params.max_train_minutes and minutes >= params.max_train_minutes:
                 log.warning(
                     "stopping after %.1f minutes (train.max_train_minutes); a run cut short by "
@@ -276,26 +368,46 @@ def _train(
                     minutes,
                 )
                 break
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    result = TrainResult(epochs_run, step, epoch_loss, best_val, time.monotonic() - started)
-    save_checkpoint(
-        bundle,
-        out_dir,
-        {
-            "train": params.model_dump(),
-            "result": result.__dict__,
-            "pretrained": model_params.pretrained,
-        },
+    if progress.best_state is not None:
+        model.load_state_dict(progress.best_state)
+    result = TrainResult(
+        progress.epochs_done,
+        progress.step,
+        epoch_loss,
+        progress.best_val,
+        time.monotonic() - started,
     )
+    with atomic_dir(out_dir) as staging:
+        save_checkpoint(
+            bundle,
+            staging,
+            {
+                "train": params.model_dump(mode="json"),
+                "result": result.__dict__,
+                "pretrained": model_params.pretrained,
+            },
+        )
     if live is not None:
         live.end()
+    shutil.rmtree(resume_file.parent, ignore_errors=True)  # the run is done: nothing to resume
     return result
 
 
-def _open_live(live_dir: Path | None):
+def _log_epoch(live, train_loss: float, val_loss: float) -> None:
+    if live is not None:
+        live.log_metric("train/loss", train_loss)
+        live.log_metric("val/loss", val_loss)
+        live.next_step()
+
+
+def _open_live(live_dir: Path | None, history: list[tuple[float, float]]):
+    """A fresh DVCLive log; a resumed run replays the epochs it already has, so the curves
+    match an uninterrupted run's."""
     if live_dir is None:
         return None
     from dvclive import Live
 
-    return Live(dir=str(live_dir), save_dvc_exp=False, dvcyaml=False)
+    live = Live(dir=str(live_dir), save_dvc_exp=False, dvcyaml=False)
+    for train_loss, val_loss in history:
+        _log_epoch(live, train_loss, val_loss)
+    return live

@@ -37,6 +37,11 @@ def read_table(path: Path) -> pd.DataFrame:
         if suffix == ".jsonl":
             return _read_json_lines(path)
         return pd.read_json(path, dtype=False)
+    except UnicodeDecodeError as error:
+        raise TableError(
+            f"{path}: not UTF-8 text (byte 0x{error.object[error.start]:02x} at offset "
+            f"{error.start}); save the file as UTF-8"
+        ) from None
     except (ValueError, OSError) as error:
         raise TableError(f"{path}: cannot read table: {error}") from None
 
@@ -44,7 +49,7 @@ def read_table(path: Path) -> pd.DataFrame:
 def _read_json_lines(path: Path) -> pd.DataFrame:
     """JSON lines, one object per line; a malformed line is named by its number."""
     rows = []
-    with path.open(encoding="utf-8", errors="replace") as handle:
+    with path.open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
