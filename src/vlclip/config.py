@@ -224,6 +224,14 @@ class TrainParams(Section):
     """Random-resized-crop area range for training images (no colour jitter: colour is identity)."""
     max_train_minutes: NonNegativeFloat = 0.0
     """Stop early after this much wall time (0 = no limit)."""
+    lock_image: bool = False
+    """Freeze the image tower (LiT-style; as open_clip's ``--lock-image``): train the rest."""
+    lock_image_unlocked_groups: Annotated[int, Field(ge=0)] = 0
+    """With ``lock_image``: leave this many last layer groups of the image tower trainable."""
+    lock_text: bool = False
+    """Freeze the text tower (as open_clip's ``--lock-text``)."""
+    lock_text_unlocked_layers: Annotated[int, Field(ge=0)] = 0
+    """With ``lock_text``: leave this many last layers of the text tower trainable."""
     checkpoint_dir: Path = Path(".vlclip-cache/train")
     """Resume checkpoints (model, optimizer, scheduler, RNG states), written after every epoch
     in a folder per run configuration, outside ``models/`` (which DVC replaces); a killed run

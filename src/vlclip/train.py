@@ -209,6 +209,38 @@ def train(
         return _train(train_pairs, val_pairs, model_params, params, out_dir, live_dir)
 
 
+def lock_towers(model: torch.nn.Module, params: TrainParams) -> None:
+    """Freeze what ``train.lock_*`` asks for with open_clip's own tower locks (batch-norm
+    statistics and layer norms frozen too); the projections and temperature stay trainable."""
+    if params.lock_image:
+        model.lock_image_tower(
+            unlocked_groups=params.lock_image_unlocked_groups, freeze_bn_stats=True
+        )
+    if params.lock_text:
+        _lock_text_tower(model, params.lock_text_unlocked_layers)
+    if params.lock_image or params.lock_text:
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        total = sum(p.numel() for p in model.parameters())
+        log.info("training %.1fM of %.1fM parameters (towers locked)", trainable / 1e6,
+                 total / 1e6)
+
+
+def _lock_text_tower(model: torch.nn.Module, unlocked_layers: int) -> None:
+    """open_clip's text lock; for a Hugging Face BERT-style tower its partial unlock does not
+    know where the layers are (open_clip 3.3), so those are unlocked here."""
+    from open_clip.hf_model import HFTextEncoder
+
+    text = getattr(model, "text", None)
+    if not isinstance(text, HFTextEncoder):
+        model.lock_text_tower(unlocked_layers=unlocked_layers, freeze_layer_norm=True)
+        return
+    text.lock(0, freeze_layer_norm=True)  # the whole transformer; the projection stays
+    layers = text.transformer.encoder.layer if unlocked_layers else []
+    for layer in layers[len(layers) - unlocked_layers :]:
+        for parameter in layer.parameters():
+            parameter.requires_grad = True
+
+
 def run_key(
     train_pairs: list[Pair], val_pairs: list[Pair], model_params: ModelParams, params: TrainParams
 ) -> str:
@@ -301,8 +333,11 @@ def _train(
     )
     augment = seeded_train_transform(bundle, params.crop_scale)
     model = bundle.model
+    lock_towers(model, params)
     optimizer = torch.optim.AdamW(
-        model.parameters(), lr=params.lr, weight_decay=params.weight_decay
+        [p for p in model.parameters() if p.requires_grad],
+        lr=params.lr,
+        weight_decay=params.weight_decay,
     )
     steps_per_epoch = max(1, len(train_pairs) // params.batch_size)
     total_steps = steps_per_epoch * params.epochs
