@@ -9,7 +9,14 @@ from pathlib import Path
 
 import torch
 
-from bench import dag_parse, embed_throughput, grounding_throughput, monitor, orchestration
+from bench import (
+    dag_parse,
+    embed_throughput,
+    grounding_throughput,
+    monitor,
+    orchestration,
+    train_step,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -17,6 +24,7 @@ README = ROOT / "README.md"
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 BENCHMARKS = {
     "embed_throughput": embed_throughput.run,
+    "train_step": train_step.run,
     "grounding_throughput": grounding_throughput.run,
     "dag_parse": dag_parse.run,
     "orchestration": orchestration.run,

@@ -184,3 +184,15 @@ def test_augmented_tensor_matches_open_clip_train_transform_for_the_same_box(
     assert ours.shape == (3, 32, 32)
     assert torch.equal(ours, bundle.preprocess_train(image))
     assert not torch.equal(ours, augment(image, 0, 1, 3))
+
+
+def test_cpu_training_stays_in_float32_and_says_so_when_bf16_is_asked(caplog):
+    from contextlib import nullcontext
+
+    from vlclip.train import mixed_precision
+
+    assert isinstance(mixed_precision(torch.device("cpu"), "auto"), nullcontext)
+    assert isinstance(mixed_precision(torch.device("cpu"), "fp32"), nullcontext)
+    with caplog.at_level("WARNING"):
+        assert isinstance(mixed_precision(torch.device("cpu"), "bf16"), nullcontext)
+    assert "needs a CUDA GPU" in caplog.text

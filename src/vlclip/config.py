@@ -224,6 +224,9 @@ class TrainParams(Section):
     """Random-resized-crop area range for training images (no colour jitter: colour is identity)."""
     max_train_minutes: NonNegativeFloat = 0.0
     """Stop early after this much wall time (0 = no limit)."""
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    """auto: bfloat16 autocast on a CUDA GPU that supports it, float32 elsewhere (CPU runs stay
+    bit-reproducible)."""
     lock_image: bool = False
     """Freeze the image tower (LiT-style; as open_clip's ``--lock-image``): train the rest."""
     lock_image_unlocked_groups: Annotated[int, Field(ge=0)] = 0

@@ -19,7 +19,7 @@ import shutil
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -209,6 +209,16 @@ def train(
         return _train(train_pairs, val_pairs, model_params, params, out_dir, live_dir)
 
 
+def mixed_precision(device: torch.device, precision: str) -> AbstractContextManager:
+    """bfloat16 autocast on CUDA (no loss scaling needed); float32 otherwise."""
+    wanted = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    if wanted and device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    if precision == "bf16":
+        log.warning("train.precision=bf16 needs a CUDA GPU with bfloat16; training in float32")
+    return nullcontext()
+
+
 def lock_towers(model: torch.nn.Module, params: TrainParams) -> None:
     """Freeze what ``train.lock_*`` asks for with open_clip's own tower locks (batch-norm
     statistics and layer norms frozen too); the projections and temperature stay trainable."""
@@ -370,7 +380,8 @@ def _train(
                 first = batch_index * params.batch_size
                 batch = order[first : first + params.batch_size]
                 pixels = _train_pixels(augment, batch, pool, params.seed, epoch, first)
-                parts = _batch_loss(bundle, batch, pixels)
+                with mixed_precision(bundle.device, params.precision):
+                    parts = _batch_loss(bundle, batch, pixels)
                 optimizer.zero_grad(set_to_none=True)
                 parts["contrastive_loss"].backward()
                 optimizer.step()
