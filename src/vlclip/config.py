@@ -158,6 +158,9 @@ class EnrichParams(Section):
     max_chars: Annotated[int, Field(ge=32, le=2000)] = 300
     glossary_path: Path | None = None
     """A JSON glossary of shop abbreviations; None uses the packaged one."""
+    visual_attributes: bool = False
+    """Offline text: add what the listing's grounded photo shows (named dominant colours,
+    round or boxy, tall or wide), measured from its pixels."""
 
     # The Claude agent (backend anthropic): summarise -> evaluate -> refine.
     mode: Literal["realtime", "batch"] = "realtime"

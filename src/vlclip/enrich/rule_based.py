@@ -150,11 +150,14 @@ def enrich_item(
     attributes_json: str,
     glossary: Glossary,
     max_chars: int,
+    seen: str = "",
 ) -> str:
-    """A short product text that leads with what the photo shows."""
+    """A short product text that leads with what the photo shows (``seen``: words measured
+    from the listing's photo, see :mod:`vlclip.enrich.visual`)."""
     expanded_title = normalise_quantity(expand_words(title, glossary), glossary)
     sentences = [f"{product_type.strip().capitalize()} ({category.strip()})"]
     sentences.append(expanded_title.strip().lower())
+    sentences.append(seen)
     attributes = attribute_sentence(parse_attributes(attributes_json), glossary)
     if attributes:
         sentences.append(attributes)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ TEXT_COLUMNS = ("item_id", "text", "raw_text", "backend", "content_hash", "flagg
 RULE_BASED = "rule_based"
 ANTHROPIC = "anthropic"
 log = logging.getLogger(__name__)
+PHOTO_THREADS = 4  # decoding releases the GIL
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,26 @@ def resolve_backend(params: EnrichParams) -> str:
     return ANTHROPIC if os.environ.get(API_KEY_ENV, "").strip() else RULE_BASED
 
 
+def photo_words(catalog: Catalog, crops_dir: Path | None) -> dict[str, str]:
+    """Item id -> what its listing's photo shows: the grounded crop when there is one, else
+    the catalog photo."""
+    from vlclip.artifacts import load_crop_paths
+    from vlclip.enrich.visual import describe_photo
+    from vlclip.images import load_rgb
+
+    crops = load_crop_paths(crops_dir)[0] if crops_dir is not None else {}
+    paths = {
+        row.item_id: crops.get(row.item_id) or catalog.image_file(row.image_path)
+        for row in catalog.items.itertuples()
+    }
+    with ThreadPoolExecutor(PHOTO_THREADS) as pool:
+        described = pool.map(lambda path: describe_photo(load_rgb(path)).sentence(),
+                             paths.values())
+        words = dict(zip(paths, described, strict=True))
+    log.info("described %d listing photos (colours, outline, aspect)", len(words))
+    return words
+
+
 def enrich(
     catalog: Catalog,
     params: EnrichParams,
@@ -66,6 +88,7 @@ def enrich(
     glossary = Glossary.load(params.glossary_path)
     backend = resolve_backend(params)
     items = catalog.items
+    seen = photo_words(catalog, crops_dir) if params.visual_attributes else {}
     offline = {
         row.item_id: enrich_item(
             as_text(row.title),
@@ -74,6 +97,7 @@ def enrich(
             as_text(row.attributes),
             glossary,
             params.max_chars,
+            seen.get(row.item_id, ""),
         )
         for row in items.itertuples()
     }
