@@ -202,6 +202,22 @@ def test_grocery_store_adapter_on_its_layout(tmp_path):
     assert manifest.product_types == ["apple", "oat milk"]
 
 
+def test_unseen_products_keep_only_their_test_photos_and_a_test_listing(tmp_path):
+    root = _fake_grocery_store(tmp_path / "gs")
+    source = GroceryStoreSource(kind="grocery_store", root=root, unseen_products=["Granny-Smith"])
+    tables = read_grocery_store(source)
+    items = tables.items.set_index("item_id")
+    assert items.loc["gs-granny-smith", "split"] == "test"
+    assert items.loc["gs-oatly-oat-milk", "split"] == "train"
+    granny = tables.queries[tables.queries["item_id"] == "gs-granny-smith"]
+    assert len(granny) and set(granny["split"]) == {"test"}
+    oat = tables.queries[tables.queries["item_id"] == "gs-oatly-oat-milk"]
+    assert sorted(oat["split"].unique()) == ["test", "train", "val"]
+    with pytest.raises(ValueError, match="not GroceryStore class names"):
+        read_grocery_store(GroceryStoreSource(kind="grocery_store", root=root,
+                                              unseen_products=["Granny Smith"]))
+
+
 @pytest.mark.skipif(not GROCERY_STORE.is_dir(), reason="GroceryStoreDataset not beside the repo")
 def test_grocery_store_dataset_ingests_and_validates(tmp_path):
     from vlclip.config import ValidateParams

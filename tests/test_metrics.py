@@ -230,3 +230,17 @@ def test_report_and_curves_cover_every_task():
     assert tuple(curves) == TASKS
     assert curves["image_to_catalog"] == pytest.approx([2 / 3, 1.0, 1.0])
     assert curves["image_to_catalog_test_items"] == [1.0, 1.0, 1.0]
+
+
+def test_zero_shot_is_split_by_whether_the_product_was_trained_on():
+    embeddings = _catalog_with_distractor()
+    embeddings.items.loc[embeddings.items["item_id"] == "b", "split"] = "train"
+    metrics = evaluate_embeddings(embeddings, "test", ks=[1], ndcg_k=1)
+    unseen, seen = metrics["zero_shot_unseen"], metrics["zero_shot_seen"]
+    assert unseen["queries"] == 2 and seen["queries"] == 1  # a1, a2 (item a) vs b1 (item b)
+    assert unseen["accuracy"] == pytest.approx(1 / 2) and seen["accuracy"] == 0.0
+    everything = metrics["zero_shot"]
+    assert everything["queries"] == unseen["queries"] + seen["queries"]
+    assert metrics["zero_shot_seen"]["mrr"] == pytest.approx(1 / 3)
+    none_trained = evaluate_embeddings(_catalog_with_distractor(), "test", ks=[1], ndcg_k=1)
+    assert none_trained["zero_shot_seen"] == {"queries": 0}

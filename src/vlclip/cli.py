@@ -408,6 +408,41 @@ def ablation_report_command(params: ParamsOption = DEFAULT_PARAMS) -> None:
     typer.echo(markdown_table(summary))
 
 
+@app.command("experiment")
+def experiment_command(
+    config: Annotated[
+        Path, typer.Argument(help="YAML of params.yaml sections to change, e.g. "
+                             "configs/grocery_store.yaml.", exists=True, dir_okay=False)
+    ],
+    name: Annotated[
+        str | None, typer.Option(help="Workspace name (default: the config's file name).")
+    ] = None,
+    run: Annotated[
+        bool, typer.Option(help="Run `dvc repro` there (--no-run: only set it up).")
+    ] = True,
+) -> None:
+    """Run the whole pipeline on params.yaml plus CONFIG in a workspace of its own
+    (.vlclip-runs/NAME, sharing the DVC cache): the repository's outputs stay as they are."""
+    import subprocess
+    import sys
+
+    from vlclip.orchestration import start_experiment, workspace_root
+
+    repo = Path.cwd()
+    try:
+        folder = start_experiment(repo, workspace_root(repo), name or config.stem, config)
+    except ParamsError as error:
+        typer.secho(str(error), fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"workspace: {folder}")
+    if run:
+        dvc = str(Path(sys.executable).parent / "dvc")
+        done = subprocess.run([dvc, "repro"], cwd=folder)
+        if done.returncode:
+            raise typer.Exit(done.returncode)
+        typer.echo(f"metrics: {folder / 'reports/metrics.json'}")
+
+
 def _print_results(frame) -> None:
     for row in frame.itertuples():
         typer.echo(f"{row.score:7.3f}  {row.item_id:<24} {row.product_type:<20} {row.title}")

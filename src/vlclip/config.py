@@ -49,6 +49,9 @@ class GroceryStoreSource(Section):
 
     kind: Literal["grocery_store"]
     root: Path = Path("../shared/datasets/grocery-store")
+    unseen_products: list[str] = []
+    """Class names held out of training (e.g. Granny-Smith): their listings go to the test
+    split and their train and val photos are left out, so no part of them is trained on."""
 
     @model_validator(mode="after")
     def _root_exists(self) -> GroceryStoreSource:

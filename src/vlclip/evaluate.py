@@ -11,6 +11,11 @@ least one query photo in the split. Tasks, in report order (``TASKS``):
 - ``zero_shot``: each query photo against every catalog item's *text*, the items being the
   classes; besides the ranking metrics it reports ``accuracy`` (top-1: the product's text scores
   highest) and ``accuracy@5`` (it is among the five best).
+- ``zero_shot_unseen`` / ``zero_shot_seen``: ``zero_shot`` split by whether the photo's product
+  was trained on. Unseen products are the items outside the train split: neither their listing
+  nor their text nor any photo of them reached a gradient (a val item still steers model
+  selection). This is the transfer the method is about; a task with no such photos reports
+  ``queries: 0``.
 - ``text_to_image``: each test product's text queries the gallery of the split's query photos;
   relevant = the photos of that product.
 - ``image_to_image``: each query photo queries the other query photos of the split (never
@@ -41,6 +46,8 @@ TASKS = (
     "image_to_catalog",
     "image_to_catalog_test_items",
     "zero_shot",
+    "zero_shot_unseen",
+    "zero_shot_seen",
     "text_to_image",
     "image_to_image",
 )
@@ -124,6 +131,8 @@ def build_tasks(embeddings: Embeddings, split: str) -> dict[str, RetrievalTask]:
         scores=image_to_catalog.scores[:, test_mask], relevant=photo_is_listing[:, test_mask]
     )
     zero_shot = RetrievalTask(scores=photos @ embeddings.item_text.T, relevant=photo_is_listing)
+    item_split = dict(zip(catalog_ids, embeddings.items["split"], strict=True))
+    trained = np.array([item_split.get(item) == "train" for item in photo_items], dtype=bool)
     text_to_image = RetrievalTask(
         scores=embeddings.item_text[test_mask] @ photos.T,
         relevant=test_ids[:, None] == photo_items[None, :],
@@ -137,6 +146,8 @@ def build_tasks(embeddings: Embeddings, split: str) -> dict[str, RetrievalTask]:
         "image_to_catalog": image_to_catalog,
         "image_to_catalog_test_items": image_to_catalog_test_items,
         "zero_shot": zero_shot,
+        "zero_shot_unseen": RetrievalTask(zero_shot.scores[~trained], zero_shot.relevant[~trained]),
+        "zero_shot_seen": RetrievalTask(zero_shot.scores[trained], zero_shot.relevant[trained]),
         "text_to_image": text_to_image,
         "image_to_image": image_to_image,
     }
@@ -150,7 +161,7 @@ def evaluate_embeddings(
     tasks = build_tasks(embeddings, split)
     return {
         name: retrieval_metrics(
-            task, ks, ndcg_k, ZERO_SHOT_ACCURACY_KS if name == "zero_shot" else ()
+            task, ks, ndcg_k, ZERO_SHOT_ACCURACY_KS if name.startswith("zero_shot") else ()
         )
         for name, task in tasks.items()
     }

@@ -204,7 +204,8 @@ def prepare_workspace(repo: Path, workspace: Path, changed: dict[str, Any]) -> P
         for name in ("params.yaml",):  # uncommitted edits of the repository's params count
             source = repo / name
             if source.is_file():
-                (workspace / name).write_text(source.read_text())
+                raw = anchor_source_paths(yaml.safe_load(source.read_text()) or {}, repo)
+                (workspace / name).write_text(yaml.safe_dump(raw, sort_keys=False))
     return apply_overrides(workspace / "params.yaml", changed)
 
 
@@ -253,6 +254,57 @@ def start_run(repo: Path, runs: Path, run_id: str, conf: dict[str, Any]) -> Path
                 log.warning("restoring outputs from %s: %s", lock, checkout.stderr.strip())
             break
     log.info("run %s: workspace %s, parameters changed: %s", run_id, folder, changed or "none")
+    return folder.resolve()
+
+
+SOURCE_PATH_KEYS = ("root", "path", "image_root", "queries_path")
+"""Catalog source settings that name files outside the repository's tracked tree."""
+
+
+def anchor_source_paths(raw: dict[str, Any], repo: Path) -> dict[str, Any]:
+    """The catalog source's relative paths made absolute against ``repo``: a workspace lives
+    in another folder, where ``../shared/...`` would point elsewhere."""
+    source = (raw.get("ingest") or {}).get("source") or {}
+    for key in SOURCE_PATH_KEYS:
+        value = source.get(key)
+        if isinstance(value, str) and value and not Path(value).is_absolute():
+            source[key] = str((Path(repo) / value).resolve())
+    return raw
+
+
+def merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``override``'s keys replaced, section by section (nested mappings merge;
+    anything else, lists included, is replaced whole, and so is a mapping of another ``kind``:
+    a GroceryStore source takes none of the synthetic source's settings)."""
+    result = copy.deepcopy(base)
+    for key, value in override.items():
+        current = result.get(key)
+        same_kind = isinstance(current, dict) and value.get("kind", current.get("kind")) == (
+            current.get("kind")
+        ) if isinstance(value, dict) else False
+        if same_kind:
+            result[key] = merged(result[key], value)
+        else:
+            result[key] = copy.deepcopy(value)
+    return result
+
+
+def start_experiment(repo: Path, runs: Path, name: str, config: Path) -> Path:
+    """A workspace like a DAG run's whose params.yaml is the repository's with ``config``
+    merged in (validated before anything runs); ``dvc repro`` there leaves the repository's
+    own outputs alone."""
+    repo = Path(repo).resolve()
+    raw = yaml.safe_load(Path(config).read_text()) or {}
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{config} must hold a mapping of params.yaml sections")
+    base = yaml.safe_load((repo / DEFAULT_PARAMS).read_text()) or {}
+    combined = anchor_source_paths(merged(base, raw), repo)
+    parse_params(combined, f"{DEFAULT_PARAMS} with {config}")
+    folder = run_folder(runs, name)
+    prepare_workspace(repo, folder, {})
+    (folder / DEFAULT_PARAMS).write_text(yaml.safe_dump(combined, sort_keys=False))
+    _share_remotes(repo, folder.resolve())
+    log.info("experiment %s: workspace %s with %s", name, folder, config)
     return folder.resolve()
 
 

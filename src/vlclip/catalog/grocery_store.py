@@ -9,6 +9,7 @@ published train/val/test splits. Images are read in place; nothing is copied.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pandas as pd
@@ -16,6 +17,7 @@ import pandas as pd
 from vlclip.catalog.sources import SourceTables
 from vlclip.config import GroceryStoreSource
 
+log = logging.getLogger(__name__)
 ID_PREFIX = "gs-"
 SPLIT_FILES = {"train": "train.txt", "val": "val.txt", "test": "test.txt"}
 # Information lines that only repeat other columns or point elsewhere.
@@ -56,6 +58,13 @@ def read_grocery_store(source: GroceryStoreSource) -> SourceTables:
         "iconic",
         "description",
     ]
+    unknown = sorted(set(source.unseen_products) - set(classes["class_name"]))
+    if unknown:
+        raise ValueError(
+            f"ingest.source.unseen_products: {unknown} are not GroceryStore class names "
+            f"(e.g. {', '.join(classes['class_name'][:3])})"
+        )
+    unseen = {_item_id(name) for name in source.unseen_products}
     item_of_class: dict[int, str] = {}
     item_rows = []
     for row in classes.itertuples(index=False):
@@ -77,10 +86,11 @@ def read_grocery_store(source: GroceryStoreSource) -> SourceTables:
                 "product_type": row.coarse_name.replace("-", " ").lower(),
                 "category": iconic.split("/")[1].lower() if iconic.count("/") > 1 else "",
                 "image_path": iconic,
-                "split": "train",
+                "split": "test" if item_id in unseen else "train",
             }
         )
     query_rows = []
+    left_out = 0
     for split, filename in SPLIT_FILES.items():
         listing = dataset / filename
         if not listing.is_file():
@@ -90,6 +100,9 @@ def read_grocery_store(source: GroceryStoreSource) -> SourceTables:
             if len(parts) < 2 or not parts[0]:
                 continue
             path, class_id = parts[0], int(parts[1])
+            if item_of_class.get(class_id) in unseen and split != "test":
+                left_out += 1  # a held-out product: none of its photos may be trained on
+                continue
             query_rows.append(
                 {
                     "query_id": f"{ID_PREFIX}{Path(path).stem.lower()}-{split}",
@@ -98,6 +111,12 @@ def read_grocery_store(source: GroceryStoreSource) -> SourceTables:
                     "split": split,
                 }
             )
+    if unseen:
+        log.info(
+            "%d products held out of training (%d train/val photos of theirs left out)",
+            len(unseen),
+            left_out,
+        )
     items = pd.DataFrame(item_rows)
     return SourceTables(
         items=items,
