@@ -277,6 +277,7 @@ class Progress:
     step: int = 0
     best_val: float = math.inf
     best_state: dict[str, torch.Tensor] | None = None
+    best_epoch: int = 0
     history: list[tuple[float, float]] = field(default_factory=list)  # (train, val) per epoch
     seconds: float = 0.0
 
@@ -289,8 +290,12 @@ def _save_resume_point(
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     shuffler: random.Random,
 ) -> None:
+    # the best weights are saved apart only when they are not the model's current ones
+    best_is_current = progress.best_epoch == progress.epochs_done
     state = {
-        "progress": progress.__dict__,
+        "progress": {**progress.__dict__, "best_state": None if best_is_current else (
+            progress.best_state
+        )},
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
@@ -326,7 +331,10 @@ def _load_resume_point(
     torch.set_rng_state(rng["torch"])
     if rng["cuda"] is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(rng["cuda"])
-    return Progress(**state["progress"])
+    progress = Progress(**state["progress"])
+    if progress.best_state is None and progress.best_epoch == progress.epochs_done > 0:
+        progress.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    return progress
 
 
 def _train(
@@ -400,7 +408,7 @@ def _train(
             log.info("epoch %d: train loss %.4f, val loss %.4f", epoch + 1, epoch_loss, val_loss)
             _log_epoch(live, epoch_loss, val_loss)
             if val_loss < progress.best_val:
-                progress.best_val = val_loss
+                progress.best_val, progress.best_epoch = val_loss, epoch + 1
                 progress.best_state = {
                     k: v.detach().clone() for k, v in model.state_dict().items()
                 }
