@@ -3,6 +3,8 @@ GroceryStore config it is documented with."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 import yaml
@@ -79,3 +81,20 @@ def test_catalog_paths_are_anchored_at_the_repository_not_the_workspace(tmp_path
     assert source["image_root"] == str(tmp_path / "shared" / "images")
     assert source["queries_path"] is None
     assert anchored["enrich"]["cache_dir"] == ".vlclip-cache/enrich"  # workspace-local stays
+
+
+def test_an_experiment_runs_the_whole_pipeline_without_an_activated_venv(tmp_path):
+    import os
+    import sys
+
+    repo = make_workspace(tmp_path / "repo", TINY)
+    (repo / "fewer.yaml").write_text("ingest:\n  source:\n    num_products: 16\n")
+    bare_path = os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep)
+                                if Path(p) != Path(sys.executable).parent)
+    run_command([str(Path(sys.executable).parent / "vlclip"), "experiment", "fewer.yaml"], repo,
+                timeout=1200, PATH=bare_path)
+    folder = repo / ".vlclip-runs" / "fewer"
+    assert (folder / "reports" / "metrics.json").is_file()
+    assert yaml.safe_load((folder / "params.yaml").read_text())["ingest"]["source"][
+        "num_products"] == 16
+    assert not (repo / "reports" / "metrics.json").exists()  # the repository's stay untouched

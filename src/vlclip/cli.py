@@ -435,9 +435,10 @@ def experiment_command(
         typer.secho(str(error), fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from None
     typer.echo(f"workspace: {folder}")
-    if run:
-        dvc = str(Path(sys.executable).parent / "dvc")
-        done = subprocess.run([dvc, "repro"], cwd=folder)
+    if run:  # the stages' `vlclip` must be this installation's, activated or not
+        bin_dir = Path(sys.executable).parent
+        env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+        done = subprocess.run([str(bin_dir / "dvc"), "repro"], cwd=folder, env=env)
         if done.returncode:
             raise typer.Exit(done.returncode)
         typer.echo(f"metrics: {folder / 'reports/metrics.json'}")
