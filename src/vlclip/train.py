@@ -220,12 +220,13 @@ def mixed_precision(device: torch.device, precision: str) -> AbstractContextMana
 
 
 def lock_towers(model: torch.nn.Module, params: TrainParams) -> None:
-    """Freeze what ``train.lock_*`` asks for with open_clip's own tower locks (batch-norm
-    statistics and layer norms frozen too); the projections and temperature stay trainable."""
+    """Freeze what ``train.lock_*`` asks for with open_clip's own tower locks (layer norms
+    frozen too; batch-norm statistics by :func:`keep_frozen_norms_still`); the projections and
+    temperature stay trainable."""
     if params.lock_image:
-        model.lock_image_tower(
-            unlocked_groups=params.lock_image_unlocked_groups, freeze_bn_stats=True
-        )
+        # not open_clip's freeze_bn_stats: it swaps timm's BatchNormAct2d for a plain frozen
+        # norm and so drops the activation inside it; frozen norms stay in eval mode instead
+        model.lock_image_tower(unlocked_groups=params.lock_image_unlocked_groups)
     if params.lock_text:
         _lock_text_tower(model, params.lock_text_unlocked_layers)
     if params.lock_image or params.lock_text:
@@ -233,6 +234,15 @@ def lock_towers(model: torch.nn.Module, params: TrainParams) -> None:
         total = sum(p.numel() for p in model.parameters())
         log.info("training %.1fM of %.1fM parameters (towers locked)", trainable / 1e6,
                  total / 1e6)
+
+
+def keep_frozen_norms_still(model: torch.nn.Module) -> None:
+    """Batch norms whose weights are frozen also keep their running statistics: eval mode."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and not any(
+            parameter.requires_grad for parameter in module.parameters(recurse=False)
+        ):
+            module.eval()
 
 
 def _lock_text_tower(model: torch.nn.Module, unlocked_layers: int) -> None:
@@ -378,6 +388,7 @@ def _train(
     with ThreadPoolExecutor(LOAD_THREADS) as pool:
         for epoch in range(progress.epochs_done, params.epochs):
             model.train()
+            keep_frozen_norms_still(model)
             order = train_pairs[:]
             shuffler.shuffle(order)
             losses = []
