@@ -58,7 +58,7 @@ def _run(variant: str, seed: int, hits: float, untrained: float = 0.05) -> dict:
 def test_summary_has_every_variant_the_untrained_start_and_changes_vs_reference():
     runs = [_run(REFERENCE, s, 0.40 + 0.01 * s) for s in range(3)]
     runs += [_run(METHOD, s, 0.60 + 0.01 * s) for s in range(3)]
-    summary = summarise(runs, 0.95)
+    summary = summarise(runs)
     rows = summary["rows"]
     assert list(rows) == [REFERENCE, METHOD, UNTRAINED]
     method = rows[METHOD]["metrics"]["image_to_catalog"]["hits@5"]
@@ -72,7 +72,7 @@ def test_summary_has_every_variant_the_untrained_start_and_changes_vs_reference(
 def test_markdown_table_shows_intervals_and_relative_changes():
     runs = [_run(REFERENCE, s, 0.40 + 0.01 * s) for s in range(3)]
     runs += [_run(METHOD, s, 0.60 + 0.01 * s) for s in range(3)]
-    table = markdown_table(summarise(runs, 0.95))
+    table = markdown_table(summarise(runs))
     assert "seeds [0, 1, 2]" in table and "95% t-interval" in table
     method_rows = [line for line in table.splitlines() if line.startswith("| VL-CLIP")]
     assert len(method_rows) == 2  # the values, then the change against full_raw
@@ -115,3 +115,50 @@ def test_ablation_params_are_validated():
     assert AblationParams().seeds == [0, 1, 2] and len(AblationParams().variants) == 4
     with pytest.raises(ValueError, match="ablation.variants"):
         parse_params({"ablation": {"variants": ["crops_only"]}})
+
+
+GROCERY_LIKE = {
+    "train": {"lock_image": True, "lock_image_unlocked_groups": 1},
+    "ablation": {
+        "variants": ["frozen", "tuned", "names"],
+        "reference": "frozen",
+        "untrained_of": "tuned",
+        "columns": ["image_to_catalog.mrr"],
+        "definitions": {
+            "frozen": {"label": "frozen: crops", "train": {"lock_image_unlocked_groups": 0}},
+            "tuned": {"label": "tuned: crops", "model": {"name": "vlclip-tiny"}},
+            "names": {"label": "names only", "enrich": {"attributes": False}},
+        },
+    },
+}
+
+
+def test_defined_variants_change_only_what_they_name():
+    params = parse_params(GROCERY_LIKE)
+    spec, model, train, enrich = params.ablation_variant("frozen", seed=4)
+    assert train.lock_image and train.lock_image_unlocked_groups == 0 and train.seed == 4
+    assert train.epochs == params.ablation.epochs and model == params.ablation.model
+    _, model, train, _ = params.ablation_variant("tuned", seed=0)
+    assert model.name == "vlclip-tiny" and train.lock_image_unlocked_groups == 1
+    _, _, _, enrich = params.ablation_variant("names", seed=0)
+    assert not enrich.attributes and params.enrich.attributes
+    bad = {**GROCERY_LIKE, "ablation": {**GROCERY_LIKE["ablation"], "definitions": {
+        **GROCERY_LIKE["ablation"]["definitions"], "frozen": {"label": "x", "train": {"lrr": 1}}}}}
+    with pytest.raises(ValueError, match="ablation.definitions.frozen"):
+        parse_params(bad)
+
+
+def test_summary_of_defined_variants_uses_their_reference_and_columns():
+    settings = parse_params(GROCERY_LIKE).ablation
+    runs = [{**_run("frozen", s, 0.40), "label": "frozen: crops", "images": "crops",
+             "texts": "enriched"} for s in range(2)]
+    runs += [{**_run("tuned", s, 0.50 + 0.02 * s, untrained=0.1), "label": "tuned: crops",
+              "images": "crops", "texts": "enriched"} for s in range(2)]
+    summary = summarise(runs, settings)
+    assert list(summary["rows"]) == ["frozen", "tuned", UNTRAINED]
+    tuned = summary["rows"]["tuned"]["metrics"]["image_to_catalog"]["mrr"]
+    assert tuned["vs_reference"] == pytest.approx(0.255 / 0.2 - 1)
+    assert summary["rows"][UNTRAINED]["metrics"]["image_to_catalog"]["mrr"]["mean"] == 0.05
+    table = markdown_table(summary)
+    assert "image_to_catalog mrr" in table and "image_to_catalog hits@5" not in table
+    assert "against `frozen` (frozen: crops)" in table

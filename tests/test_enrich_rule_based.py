@@ -81,3 +81,37 @@ def test_enrichment_is_deterministic_and_tolerates_bad_attributes(glossary):
     first = enrich_item("GRN TEA TIN", "tea tin", "pantry", "not json", glossary, 300)
     assert first == enrich_item("GRN TEA TIN", "tea tin", "pantry", "not json", glossary, 300)
     assert first == "Tea tin (pantry). green tea tin."
+
+
+def test_offline_text_parts_follow_the_settings(tmp_path):
+    """Type + name always; attributes and description only when asked, description last."""
+    import pandas as pd
+
+    from vlclip.catalog.schema import Catalog, Manifest
+    from vlclip.config import EnrichParams
+    from vlclip.enrich import enrich
+
+    catalog = Catalog(
+        root=tmp_path,
+        manifest=Manifest(source="table", image_root="images"),
+        items=pd.DataFrame([{
+            "item_id": "a", "title": "Granny-Smith", "product_type": "apple",
+            "category": "fruit", "attributes": json.dumps({"country": "Italy"}),
+            "description": "A green apple with white, firm pulp.", "image_path": "a.png",
+            "content_hash": "h",
+        }]),
+        queries=pd.DataFrame(columns=["query_id", "item_id", "image_path"]),
+        quarantine=pd.DataFrame(),
+    )
+
+    def text(**parts) -> str:
+        params = EnrichParams(backend="rule_based", **parts)
+        return enrich(catalog, params, tmp_path / "out").texts.set_index("item_id").text["a"]
+
+    name_only = text(attributes=False)
+    assert name_only.startswith("Apple (fruit). granny-smith")
+    assert "Italy" not in name_only and "green apple" not in name_only
+    assert "Italy" in text() and "green apple" not in text()
+    both = text(description=True)
+    assert both.index("Italy") < both.index("A green apple with white, firm pulp")
+    assert both.endswith("pulp.")

@@ -90,6 +90,8 @@ def stage_function_code(function: str) -> tuple[set[Path], set[str]]:
         and node.value.id == "params"
     }
     sections = {"validate" if s == "validate_params" else s for s in sections}
+    if "ablation_variant" in sections:  # Params.ablation_variant reads these sections
+        sections = (sections - {"ablation_variant"}) | {"ablation", "train", "enrich"}
     return closure(top | imports) | {STAGES}, sections
 
 

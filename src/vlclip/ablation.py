@@ -22,45 +22,19 @@ from __future__ import annotations
 import math
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from scipy import stats
 
-from vlclip.config import Params
+from vlclip.config import BUILTIN_ABLATION_VARIANTS, AblationParams, Params, TrainParams
 
 REFERENCE = "full_raw"
 """The fine-tuned CLIP without grounding or enrichment: relative changes are against it."""
 METHOD = "crops_enriched"
 UNTRAINED = "untrained"
-HEADLINE = (
-    ("image_to_catalog", "hits@5"),
-    ("image_to_catalog", "mrr"),
-    ("text_to_image", "hits@5"),
-    ("text_to_image", "mrr"),
-    ("image_to_image", "hits@5"),
-    ("zero_shot", "accuracy"),
-)
-"""The (task, metric) columns of the Markdown table; the JSON holds every metric."""
-
-
-@dataclass(frozen=True)
-class InputVariant:
-    """Which images and which texts a variant trains and is evaluated on."""
-
-    images: str  # "full" (the photos as they are) or "crops" (grounded)
-    texts: str  # "raw" (catalog fields verbatim) or "enriched"
-    label: str
-
-
-VARIANTS: dict[str, InputVariant] = {
-    "full_raw": InputVariant("full", "raw", "fine-tuned CLIP: full photos, raw text"),
-    "crops_raw": InputVariant("crops", "raw", "+ grounding: crops, raw text"),
-    "full_enriched": InputVariant("full", "enriched", "+ enrichment: full photos, enriched text"),
-    "crops_enriched": InputVariant("crops", "enriched", "VL-CLIP: crops, enriched text"),
-}
+VARIANTS = BUILTIN_ABLATION_VARIANTS
 
 
 def run_file_name(variant: str, seed: int) -> str:
@@ -84,44 +58,41 @@ def train_and_evaluate(
     from vlclip.model import bundle_from_params, load_checkpoint
     from vlclip.train import train, training_pairs
 
-    settings = params.ablation
-    train_params = params.train.model_copy(
-        update={
-            "epochs": settings.epochs,
-            "batch_size": settings.batch_size,
-            "lr": settings.lr,
-            "seed": seed,
-            "max_train_minutes": 0.0,  # a clock-dependent stop is not reproducible
-        }
-    )
+    spec, model_params, train_params, _ = params.ablation_variant(variant, seed)
     use_listings = train_params.use_catalog_images
     evaluate = params.evaluate
     queries = catalog.queries_in(evaluate.split)
+    probe = [views.query_images[q] for q in queries["query_id"][: train_params.batch_size]]
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="vlclip-ablation-") as folder:
         result = train(
             training_pairs(catalog, views, "train", use_listings),
             training_pairs(catalog, views, "val", use_listings),
-            settings.model,
+            model_params,
             train_params,
             Path(folder),
         )
         trained = load_checkpoint(Path(folder), device=params.embed.device)
         trained_embeddings = embed_catalog(
-            trained, catalog.items, queries, views, params.embed.batch_size
+            trained, catalog.items, queries, views, params.embed.batch_size,
+            _frozen_layers(trained, train_params, probe),
         )
-    untrained = bundle_from_params(settings.model, device=params.embed.device, seed=seed)
+    untrained = bundle_from_params(model_params, device=params.embed.device, seed=seed)
     untrained_embeddings = embed_catalog(
-        untrained, catalog.items, queries, views, params.embed.batch_size
+        untrained, catalog.items, queries, views, params.embed.batch_size,
+        _frozen_layers(untrained, train_params, probe),
     )
     return {
         "variant": variant,
         "seed": seed,
-        "images": VARIANTS[variant].images,
-        "texts": VARIANTS[variant].texts,
-        "model": settings.model.name,
-        "pretrained": settings.model.pretrained,
-        "epochs": settings.epochs,
+        "label": spec.label,
+        "images": spec.images,
+        "texts": spec.texts,
+        "model": model_params.name,
+        "pretrained": model_params.pretrained,
+        "epochs": train_params.epochs,
+        "train": {**spec.train, "lr": train_params.lr},
+        "enrich": spec.enrich,
         "split": evaluate.split,
         "train_seconds": round(result.seconds, 1),
         "seconds": round(time.monotonic() - started, 1),
@@ -133,6 +104,20 @@ def train_and_evaluate(
             untrained_embeddings, evaluate.split, evaluate.ks, evaluate.ndcg_k
         ),
     }
+
+
+def _frozen_layers(bundle: Any, train_params: TrainParams, probe: list[Path]) -> Any:
+    """Evaluation reuses the frozen-feature cache training filled (same locks, same frozen
+    weights, so the same cache folder)."""
+    if not train_params.cache_frozen_features:
+        return None
+    from vlclip.features import FrozenImageLayers
+    from vlclip.train import lock_towers
+
+    lock_towers(bundle.model, train_params)
+    return FrozenImageLayers.attach(
+        bundle.model, bundle.preprocess_eval, bundle.device, train_params.feature_cache_dir, probe
+    )
 
 
 # ----------------------------------------------------------------------- summary
@@ -182,39 +167,49 @@ def _intervals(runs: list[dict], key: str, confidence: float) -> dict[str, dict[
     }
 
 
-def summarise(runs: list[dict], confidence: float) -> dict[str, Any]:
+def summarise(runs: list[dict], settings: AblationParams | None = None) -> dict[str, Any]:
     """Per variant (plus the untrained start): every metric's interval over seeds, and its
-    relative change against the fine-tuned ``full_raw`` row where that was run."""
+    relative change against the reference variant's mean where that was run."""
+    settings = settings or AblationParams()
     by_variant: dict[str, list[dict]] = {}
     for run in sorted(runs, key=lambda r: (r["variant"], r["seed"])):
         by_variant.setdefault(run["variant"], []).append(run)
+    order = [name for name in settings.variants if name in by_variant]
+    order += [name for name in by_variant if name not in order]
     rows: dict[str, Any] = {}
-    for name in [v for v in VARIANTS if v in by_variant]:
+    for name in order:
         group = by_variant[name]
+        first = group[0]
         rows[name] = {
-            "label": VARIANTS[name].label,
-            "images": VARIANTS[name].images,
-            "texts": VARIANTS[name].texts,
+            "label": first.get("label") or settings.spec(name).label,
+            "images": first.get("images") or settings.spec(name).images,
+            "texts": first.get("texts") or settings.spec(name).texts,
+            "model": group[0].get("model"),
             "seeds": [run["seed"] for run in group],
-            "train_seconds": interval([run["train_seconds"] for run in group], confidence),
-            "metrics": _intervals(group, "metrics", confidence),
+            "train_seconds": interval([run["train_seconds"] for run in group],
+                                      settings.confidence),
+            "metrics": _intervals(group, "metrics", settings.confidence),
         }
-    start = METHOD if METHOD in by_variant else next(iter(by_variant), None)
+    start = settings.untrained_of if settings.untrained_of in by_variant else next(
+        iter(order), None
+    )
     if start is not None:
         group = by_variant[start]
         rows[UNTRAINED] = {
-            "label": f"untrained start ({VARIANTS[start].label.split(':')[-1].strip()})",
-            "images": VARIANTS[start].images,
-            "texts": VARIANTS[start].texts,
+            "label": f"untrained start ({rows[start]['label'].split(':')[-1].strip()})",
+            "images": rows[start]["images"],
+            "texts": rows[start]["texts"],
+            "model": group[0].get("model"),
             "seeds": [run["seed"] for run in group],
-            "metrics": _intervals(group, "untrained", confidence),
+            "metrics": _intervals(group, "untrained", settings.confidence),
         }
-    if REFERENCE in rows:
-        reference = rows[REFERENCE]["metrics"]
+    reference = settings.reference
+    if reference in rows:
+        base_metrics = rows[reference]["metrics"]
         for row in rows.values():
             for task, metrics in row["metrics"].items():
                 for metric, summary in metrics.items():
-                    base = reference.get(task, {}).get(metric, {}).get("mean")
+                    base = base_metrics.get(task, {}).get(metric, {}).get("mean")
                     summary["vs_reference"] = (summary["mean"] - base) / base if base else None
     first = runs[0] if runs else {}
     return {
@@ -222,8 +217,10 @@ def summarise(runs: list[dict], confidence: float) -> dict[str, Any]:
         "pretrained": first.get("pretrained"),
         "epochs": first.get("epochs"),
         "split": first.get("split"),
-        "confidence": confidence,
-        "reference": REFERENCE,
+        "confidence": settings.confidence,
+        "reference": reference if reference in rows else None,
+        "reference_label": rows[reference]["label"] if reference in rows else None,
+        "columns": settings.columns,
         "rows": rows,
     }
 
@@ -241,31 +238,39 @@ def _change(summary: dict | None) -> str:
     return "n/a" if change is None else f"{100 * change:+.0f}%"
 
 
+def _seconds(summary: dict | None) -> str:
+    if not summary:
+        return "n/a"
+    return f"{summary['mean'] / 60:.1f}"
+
+
 def markdown_table(summary: dict[str, Any]) -> str:
-    """Two tables: mean [95% interval] per headline metric, then change against full_raw."""
-    header = ["variant", *[f"{task} {metric}" for task, metric in HEADLINE]]
+    """Two tables: mean [95% interval] per column, then the change against the reference."""
+    columns = [tuple(column.split(".", 1)) for column in summary["columns"]]
+    header = ["variant", *[f"{task} {metric}" for task, metric in columns], "train min"]
     rule = "|" + "---|" * len(header)
     lines = ["| " + " | ".join(header) + " |", rule]
-    changes = ["| " + " | ".join(header) + " |", rule]
+    changes = ["| " + " | ".join(header[:-1]) + " |", "|" + "---|" * (len(header) - 1)]
     for row in summary["rows"].values():
-        cells = [row["metrics"].get(task, {}).get(metric) for task, metric in HEADLINE]
-        lines.append("| " + " | ".join([row["label"], *map(_cell, cells)]) + " |")
+        cells = [row["metrics"].get(task, {}).get(metric) for task, metric in columns]
+        seconds = _seconds(row.get("train_seconds"))
+        lines.append("| " + " | ".join([row["label"], *map(_cell, cells), seconds]) + " |")
         changes.append("| " + " | ".join([row["label"], *map(_change, cells)]) + " |")
     seeds = sorted({seed for row in summary["rows"].values() for seed in row["seeds"]})
+    models = sorted({str(row.get("model")) for row in summary["rows"].values()})
     caption = (
-        f"Retrained ablation: `{summary['model']}` "
-        f"({'pretrained ' + str(summary['pretrained']) if summary['pretrained'] else 'random init'}"
-        f"), {summary['epochs']} epochs per run, seeds {seeds}, `{summary['split']}` split. "
-        f"Mean over seeds [{round(100 * summary['confidence'])}% t-interval]."
+        f"Retrained ablation: model {', '.join(f'`{m}`' for m in models)}, "
+        f"{summary['epochs']} epochs per run, seeds {seeds}, `{summary['split']}` split. "
+        f"Mean over seeds [{round(100 * summary['confidence'])}% t-interval]; train min: mean "
+        "training wall time per run."
     )
-    return "\n".join(
-        [
-            caption,
+    parts = [caption, "", *lines]
+    if summary.get("reference"):
+        parts += [
             "",
-            *lines,
-            "",
-            f"Relative change of the mean against `{summary['reference']}` (fine-tuned CLIP):",
+            f"Relative change of the mean against `{summary['reference']}` "
+            f"({summary['reference_label']}):",
             "",
             *changes,
         ]
-    )
+    return "\n".join(parts)

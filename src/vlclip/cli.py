@@ -370,8 +370,9 @@ def monitor_alert_command(
 
 
 ablation_app = typer.Typer(
-    help="The retrained ablation: one model per input variant (full photos or crops x raw or "
-    "enriched text) and seed, summarised with 95% intervals. Run it all with `make ablation`.",
+    help="The retrained ablation: one model per variant (full photos or crops x raw or "
+    "enriched text by default; models, locks and texts as configured) and seed, summarised "
+    "with 95% intervals. Run it all with `make ablation`.",
     no_args_is_help=True,
 )
 app.add_typer(ablation_app, name="ablation")
@@ -380,7 +381,11 @@ app.add_typer(ablation_app, name="ablation")
 @ablation_app.command("run")
 def ablation_run_command(
     variant: Annotated[
-        str, typer.Argument(help="full_raw, crops_raw, full_enriched or crops_enriched.")
+        str,
+        typer.Argument(
+            help="A name in ablation.variants: full_raw, crops_raw, full_enriched, "
+            "crops_enriched, or one defined under ablation.definitions."
+        ),
     ],
     seed: Annotated[int, typer.Option(help="Seed of init, shuffling and augmentation.")] = 0,
     params: ParamsOption = DEFAULT_PARAMS,

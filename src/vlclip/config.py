@@ -7,7 +7,7 @@ stops the run before any work is done, with a message that names the key and wha
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -164,6 +164,10 @@ class EnrichParams(Section):
     visual_attributes: bool = False
     """Offline text: add what the listing's grounded photo shows (named dominant colours,
     round or boxy, tall or wide), measured from its pixels."""
+    attributes: bool = True
+    """Offline text: add the listing's attributes as ``name: value`` parts."""
+    description: bool = False
+    """Offline text: append the catalog description (last, so the length cap trims it first)."""
 
     # The Claude agent (backend anthropic): summarise -> evaluate -> refine.
     mode: Literal["realtime", "batch"] = "realtime"
@@ -245,6 +249,25 @@ class TrainParams(Section):
     """Resume checkpoints (model, optimizer, scheduler, RNG states), written after every epoch
     in a folder per run configuration, outside ``models/`` (which DVC replaces); a killed run
     resumes from its last epoch. Removed when the run ends."""
+    augment: bool = True
+    """Random-resized crops (``crop_scale``) for training images; false trains on the
+    evaluation preprocessing, the same pixels every epoch."""
+    cache_frozen_features: bool = False
+    """With ``augment: false`` and ``lock_image``: the image tower's frozen layers see the same
+    pixels every epoch, so they run once per image and their output is cached on disk
+    (``feature_cache_dir``); training then runs only the trainable rest. Same weights as
+    without the cache; checked on the first images before it is used."""
+    feature_cache_dir: Path = Path(".vlclip-cache/features")
+    """Frozen-layer features, one file per image, in a folder per frozen-weights hash."""
+
+    @model_validator(mode="after")
+    def _cache_needs_fixed_pixels(self) -> TrainParams:
+        if self.cache_frozen_features and (self.augment or not self.lock_image):
+            raise ValueError(
+                "train.cache_frozen_features needs train.augment: false (random crops change "
+                "the pixels every epoch) and train.lock_image: true (something must be frozen)"
+            )
+        return self
 
 
 class EmbedParams(Section):
@@ -326,20 +349,48 @@ class MonitorParams(Section):
 
 # --------------------------------------------------------------------------- ablation
 
-AblationVariant = Literal["full_raw", "crops_raw", "full_enriched", "crops_enriched"]
+class AblationVariantSpec(Section):
+    """One row of the retrained ablation: its inputs, and the settings it changes. Variants
+    are configuration: define new ones under ``ablation.definitions``."""
+
+    label: Annotated[str, Field(min_length=1)]
+    images: Literal["full", "crops"] = "crops"
+    """full: the photos as they are; crops: grounded (query photos without their label)."""
+    texts: Literal["raw", "enriched"] = "enriched"
+    """raw: every catalog field verbatim; enriched: data/enriched (or ``enrich`` below)."""
+    model: ModelParams | None = None
+    """The starting model; None: ``ablation.model``."""
+    train: dict[str, Any] = {}
+    """``train`` settings this variant changes (applied after ablation.epochs/batch_size/lr)."""
+    enrich: dict[str, Any] = {}
+    """``enrich`` settings this variant changes: its texts are written afresh in each run."""
+
+
+BUILTIN_ABLATION_VARIANTS: dict[str, AblationVariantSpec] = {
+    "full_raw": AblationVariantSpec(
+        images="full", texts="raw", label="fine-tuned CLIP: full photos, raw text"
+    ),
+    "crops_raw": AblationVariantSpec(
+        images="crops", texts="raw", label="+ grounding: crops, raw text"
+    ),
+    "full_enriched": AblationVariantSpec(
+        images="full", texts="enriched", label="+ enrichment: full photos, enriched text"
+    ),
+    "crops_enriched": AblationVariantSpec(
+        images="crops", texts="enriched", label="VL-CLIP: crops, enriched text"
+    ),
+}
 
 
 class AblationParams(Section):
-    """The retrained ablation (``make ablation``, ``ablation/dvc.yaml``): one model per input
+    """The retrained ablation (``make ablation``, ``ablation/dvc.yaml``): one model per
     variant and seed. Other training settings (weight decay, warm-up, crop scale, listings) come
     from ``train``; the split and metrics from ``evaluate``."""
 
-    variants: Annotated[list[AblationVariant], Field(min_length=1)] = [
-        "full_raw",
-        "crops_raw",
-        "full_enriched",
-        "crops_enriched",
-    ]
+    variants: Annotated[list[str], Field(min_length=1)] = list(BUILTIN_ABLATION_VARIANTS)
+    """Rows to run: the built-in input variants or names from ``definitions``."""
+    definitions: dict[str, AblationVariantSpec] = {}
+    """More variants (model, locks, text settings), e.g. configs/grocery_store.yaml."""
     seeds: Annotated[list[int], Field(min_length=1)] = [0, 1, 2]
     """At least two for an interval; each seed sets init, shuffling and augmentation."""
     model: ModelParams = ModelParams(name="vlclip-small")
@@ -348,6 +399,35 @@ class AblationParams(Section):
     batch_size: PositiveInt = 64
     lr: Annotated[float, Field(gt=0.0)] = 1e-3
     confidence: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.95
+    reference: str = "full_raw"
+    """Relative changes are against this variant's mean (when it ran)."""
+    untrained_of: str = "crops_enriched"
+    """The untrained row is this variant's starting model on its inputs (else the first run)."""
+    columns: Annotated[list[str], Field(min_length=1)] = [
+        "image_to_catalog.hits@5",
+        "image_to_catalog.mrr",
+        "text_to_image.hits@5",
+        "text_to_image.mrr",
+        "image_to_image.hits@5",
+        "zero_shot.accuracy",
+    ]
+    """``task.metric`` columns of reports/ablation.md; reports/ablation.json holds them all."""
+
+    def spec(self, name: str) -> AblationVariantSpec:
+        return {**BUILTIN_ABLATION_VARIANTS, **self.definitions}[name]
+
+    @model_validator(mode="after")
+    def _known_variants(self) -> AblationParams:
+        known = {**BUILTIN_ABLATION_VARIANTS, **self.definitions}
+        unknown = [name for name in self.variants if name not in known]
+        if unknown:
+            raise ValueError(
+                f"ablation.variants: unknown {unknown}; choose from {sorted(known)} or define "
+                "them under ablation.definitions"
+            )
+        if any("." not in column for column in self.columns):
+            raise ValueError("ablation.columns: each is task.metric, e.g. image_to_catalog.mrr")
+        return self
 
 
 class Params(Section):
@@ -369,6 +449,36 @@ class Params(Section):
     @property
     def validate_params(self) -> ValidateParams:
         return self.validate_
+
+    def ablation_variant(
+        self, name: str, seed: int
+    ) -> tuple[AblationVariantSpec, ModelParams, TrainParams, EnrichParams]:
+        """What one ablation run starts from and trains with: ``train`` with the ablation's
+        epochs, batch size, learning rate and ``seed``, then the variant's own changes."""
+        settings = self.ablation
+        spec = settings.spec(name)
+        train = TrainParams.model_validate(
+            {
+                **self.train.model_dump(),
+                "epochs": settings.epochs,
+                "batch_size": settings.batch_size,
+                "lr": settings.lr,
+                "max_train_minutes": 0.0,  # a clock-dependent stop is not reproducible
+                **spec.train,
+                "seed": seed,
+            }
+        )
+        enrich = EnrichParams.model_validate({**self.enrich.model_dump(), **spec.enrich})
+        return spec, spec.model or settings.model, train, enrich
+
+    @model_validator(mode="after")
+    def _ablation_variants_are_valid(self) -> Params:
+        for name in self.ablation.variants:
+            try:
+                self.ablation_variant(name, 0)
+            except ValidationError as error:
+                raise ValueError(f"ablation.definitions.{name}: {error}") from None
+        return self
 
 
 class ParamsError(ValueError):

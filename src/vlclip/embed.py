@@ -17,6 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from vlclip.catalog.schema import Catalog
+from vlclip.features import FrozenImageLayers
 from vlclip.images import load_rgb
 from vlclip.io import atomic_dir
 from vlclip.model import ClipBundle
@@ -44,12 +45,22 @@ def image_tensor(bundle: ClipBundle, paths: Sequence[Path], pool: ThreadPoolExec
 
 @torch.inference_mode()
 def embed_images(
-    bundle: ClipBundle, paths: Sequence[Path], batch_size: int, desc: str = "embedding images"
+    bundle: ClipBundle,
+    paths: Sequence[Path],
+    batch_size: int,
+    desc: str = "embedding images",
+    frozen: FrozenImageLayers | None = None,
 ) -> np.ndarray:
+    """``frozen``: the image tower's frozen layers' cached features stand in for the pixels."""
     bundle.model.eval()
     chunks: list[np.ndarray] = []
+    if frozen is not None:
+        frozen.prepare(paths, batch_size)
     with ThreadPoolExecutor(LOAD_THREADS) as pool:
         for part in tqdm(_batches(len(paths), batch_size), desc=desc, disable=None):
+            if frozen is not None:
+                chunks.append(_normalise(frozen.encode(paths[part])))
+                continue
             pixels = image_tensor(bundle, paths[part], pool).to(bundle.device)
             chunks.append(_normalise(bundle.model.encode_image(pixels)))
     return np.concatenate(chunks) if chunks else np.zeros((0, embed_dim(bundle)), np.float32)
@@ -119,6 +130,7 @@ def embed_catalog(
     queries: pd.DataFrame,
     views: CatalogViews,
     batch_size: int,
+    frozen: FrozenImageLayers | None = None,
 ) -> Embeddings:
     """Embed the given item and query rows under ``views``."""
     item_ids = items["item_id"].tolist()
@@ -126,12 +138,14 @@ def embed_catalog(
     return Embeddings(
         items=items[["item_id", "split", "product_type"]].reset_index(drop=True),
         item_image=embed_images(
-            bundle, [views.item_images[i] for i in item_ids], batch_size, "embedding items"
+            bundle, [views.item_images[i] for i in item_ids], batch_size, "embedding items",
+            frozen,
         ),
         item_text=embed_texts(bundle, [views.item_texts[i] for i in item_ids], batch_size),
         queries=queries[["query_id", "item_id", "split"]].reset_index(drop=True),
         query_image=embed_images(
-            bundle, [views.query_images[i] for i in query_ids], batch_size, "embedding queries"
+            bundle, [views.query_images[i] for i in query_ids], batch_size, "embedding queries",
+            frozen,
         ),
     )
 

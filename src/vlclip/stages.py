@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -205,31 +206,42 @@ def run_evaluate(params: Params, layout: Layout) -> dict:
     return results
 
 
-def ablation_views(catalog: Catalog, layout: Layout, variant: str) -> CatalogViews:
-    """The images and texts one ablation variant trains and is evaluated on."""
-    from vlclip.ablation import VARIANTS
+def ablation_views(
+    catalog: Catalog, layout: Layout, variant: str, params: Params | None = None
+) -> CatalogViews:
+    """The images and texts one ablation variant trains and is evaluated on. A variant that
+    changes ``enrich`` settings gets its texts written afresh (into a temporary folder)."""
     from vlclip.artifacts import load_texts
     from vlclip.embed import CatalogViews, original_views
+    from vlclip.enrich import enrich
 
-    chosen = VARIANTS[variant]
+    params = params or Params()
+    spec, _, _, enrich_params = params.ablation_variant(variant, 0)
     images = {"full": lambda: original_views(catalog), "crops": lambda: pipeline_views(layout)}[
-        chosen.images
+        spec.images
     ]()
-    column = {"raw": "raw_text", "enriched": "text"}[chosen.texts]
-    return CatalogViews(
-        images.item_images, images.query_images, load_texts(layout.enriched, column)
-    )
+    column = {"raw": "raw_text", "enriched": "text"}[spec.texts]
+    if not spec.enrich:
+        texts = load_texts(layout.enriched, column)
+    else:
+        with tempfile.TemporaryDirectory(prefix="vlclip-texts-") as folder:
+            enrich(catalog, enrich_params, Path(folder) / "enriched", layout.crops)
+            texts = load_texts(Path(folder) / "enriched", column)
+    return CatalogViews(images.item_images, images.query_images, texts)
 
 
 def run_ablation_variant(params: Params, layout: Layout, variant: str, seed: int) -> dict:
     """Train and evaluate one (variant, seed) of the retrained ablation; one JSON per run."""
-    from vlclip.ablation import VARIANTS, run_file_name, train_and_evaluate
+    from vlclip.ablation import run_file_name, train_and_evaluate
 
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown ablation variant {variant!r}; choose one of {list(VARIANTS)}")
+    if variant not in params.ablation.variants:
+        raise ValueError(
+            f"ablation variant {variant!r} is not in ablation.variants "
+            f"({params.ablation.variants})"
+        )
     catalog = load_catalog(layout.validated)
     record = train_and_evaluate(
-        params, variant, seed, ablation_views(catalog, layout, variant), catalog
+        params, variant, seed, ablation_views(catalog, layout, variant, params), catalog
     )
     write_json(layout.ablation_runs / run_file_name(variant, seed), record)
     return record
@@ -251,7 +263,7 @@ def run_ablation_report(params: Params, layout: Layout) -> dict:
             f"ablation runs missing in {layout.ablation_runs}: {', '.join(missing)} "
             "(run `make ablation`, or `dvc repro ablation/dvc.yaml`)"
         )
-    summary = summarise([json.loads(path.read_text()) for path in wanted], settings.confidence)
+    summary = summarise([json.loads(path.read_text()) for path in wanted], settings)
     write_json(layout.reports / "ablation.json", summary)
     atomic_write_text(layout.reports / "ablation.md", markdown_table(summary) + "\n")
     return summary

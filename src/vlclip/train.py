@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from vlclip.catalog.schema import Catalog
 from vlclip.config import ModelParams, TrainParams
 from vlclip.embed import CatalogViews
+from vlclip.features import FrozenImageLayers, keep_frozen_norms_still
 from vlclip.images import load_rgb
 from vlclip.io import atomic_dir, stable_hash
 from vlclip.model import (
@@ -152,21 +153,38 @@ def _train_pixels(
 
 
 def _batch_loss(
-    bundle: ClipBundle, pairs: list[Pair], pixels: torch.Tensor
+    bundle: ClipBundle, pairs: list[Pair], image_features: torch.Tensor
 ) -> dict[str, torch.Tensor]:
-    pixels = pixels.to(bundle.device)
     tokens = bundle.tokenizer([pair.text for pair in pairs]).to(bundle.device)
     model = bundle.model
     return contrastive_loss(
-        model.encode_image(pixels),
+        image_features,
         model.encode_text(tokens),
         model.logit_scale,
         same_item_mask([pair.item_id for pair in pairs], bundle.device),
     )
 
 
+def _eval_image_features(
+    bundle: ClipBundle,
+    pairs: list[Pair],
+    pool: ThreadPoolExecutor,
+    frozen: FrozenImageLayers | None,
+) -> torch.Tensor:
+    """The image tower's output on the evaluation preprocessing (from cached frozen features
+    when there are some)."""
+    if frozen is not None:
+        return frozen.encode([pair.image for pair in pairs])
+    return bundle.model.encode_image(_eval_pixels(bundle, pairs, pool).to(bundle.device))
+
+
 @torch.inference_mode()
-def evaluate_loss(bundle: ClipBundle, pairs: list[Pair], batch_size: int) -> float:
+def evaluate_loss(
+    bundle: ClipBundle,
+    pairs: list[Pair],
+    batch_size: int,
+    frozen: FrozenImageLayers | None = None,
+) -> float:
     """Mean contrastive loss over ``pairs`` (no gradient), for model selection."""
     bundle.model.eval()
     losses, weights = [], []
@@ -175,7 +193,8 @@ def evaluate_loss(bundle: ClipBundle, pairs: list[Pair], batch_size: int) -> flo
             batch = pairs[start : start + batch_size]
             if len(batch) < 2:
                 continue
-            parts = _batch_loss(bundle, batch, _eval_pixels(bundle, batch, pool))
+            features = _eval_image_features(bundle, batch, pool, frozen)
+            parts = _batch_loss(bundle, batch, features)
             losses.append(float(parts["contrastive_loss"]))
             weights.append(len(batch))
     return float(np.average(losses, weights=weights)) if losses else float("nan")
@@ -236,15 +255,6 @@ def lock_towers(model: torch.nn.Module, params: TrainParams) -> None:
                  total / 1e6)
 
 
-def keep_frozen_norms_still(model: torch.nn.Module) -> None:
-    """Batch norms whose weights are frozen also keep their running statistics: eval mode."""
-    for module in model.modules():
-        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and not any(
-            parameter.requires_grad for parameter in module.parameters(recurse=False)
-        ):
-            module.eval()
-
-
 def _lock_text_tower(model: torch.nn.Module, unlocked_layers: int) -> None:
     """open_clip's text lock; for a Hugging Face BERT-style tower its partial unlock does not
     know where the layers are (open_clip 3.3), so those are unlocked here."""
@@ -266,7 +276,11 @@ def run_key(
 ) -> str:
     """What a resume checkpoint belongs to: the model, every setting that changes the weights,
     and the pairs with their images' bytes. Anything else starts the run afresh."""
-    settings = params.model_dump(mode="json", exclude={"max_train_minutes", "checkpoint_dir"})
+    settings = params.model_dump(
+        mode="json",
+        exclude={"max_train_minutes", "checkpoint_dir", "cache_frozen_features",
+                 "feature_cache_dir"},
+    )
 
     def described(pairs: list[Pair]) -> list[str]:
         return [
@@ -373,6 +387,7 @@ def _train(
         optimizer, lambda step: cosine_with_warmup(step, total_steps, params.warmup_steps)
     )
     shuffler = random.Random(params.seed)
+    frozen = _frozen_layers(bundle, params, train_pairs, val_pairs)
     resume_file = (
         params.checkpoint_dir / run_key(train_pairs, val_pairs, model_params, params) / RESUME_FILE
     )
@@ -398,9 +413,13 @@ def _train(
             for batch_index in bar:
                 first = batch_index * params.batch_size
                 batch = order[first : first + params.batch_size]
-                pixels = _train_pixels(augment, batch, pool, params.seed, epoch, first)
                 with mixed_precision(bundle.device, params.precision):
-                    parts = _batch_loss(bundle, batch, pixels)
+                    if params.augment:
+                        pixels = _train_pixels(augment, batch, pool, params.seed, epoch, first)
+                        features = model.encode_image(pixels.to(bundle.device))
+                    else:
+                        features = _eval_image_features(bundle, batch, pool, frozen)
+                    parts = _batch_loss(bundle, batch, features)
                 optimizer.zero_grad(set_to_none=True)
                 parts["contrastive_loss"].backward()
                 optimizer.step()
@@ -412,7 +431,9 @@ def _train(
                 progress.step += 1
             epoch_loss = float(np.mean(losses))
             val_loss = (
-                evaluate_loss(bundle, val_pairs, params.batch_size) if val_pairs else (epoch_loss)
+                evaluate_loss(bundle, val_pairs, params.batch_size, frozen)
+                if val_pairs
+                else epoch_loss
             )
             progress.epochs_done = epoch + 1
             progress.history.append((epoch_loss, val_loss))
@@ -456,6 +477,22 @@ def _train(
         live.end()
     shutil.rmtree(resume_file.parent, ignore_errors=True)  # the run is done: nothing to resume
     return result
+
+
+def _frozen_layers(
+    bundle: ClipBundle, params: TrainParams, train_pairs: list[Pair], val_pairs: list[Pair]
+) -> FrozenImageLayers | None:
+    """The frozen-feature cache (``train.cache_frozen_features``), filled for every image."""
+    if not params.cache_frozen_features:
+        return None
+    images = [pair.image for pair in train_pairs + val_pairs]
+    frozen = FrozenImageLayers.attach(
+        bundle.model, bundle.preprocess_eval, bundle.device, params.feature_cache_dir,
+        images[: params.batch_size],
+    )
+    if frozen is not None:
+        frozen.prepare(images, params.batch_size)
+    return frozen
 
 
 def _log_epoch(live, train_loss: float, val_loss: float) -> None:

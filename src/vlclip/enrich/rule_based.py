@@ -151,14 +151,16 @@ def enrich_item(
     glossary: Glossary,
     max_chars: int,
     seen: str = "",
+    description: str = "",
 ) -> str:
-    """A short product text that leads with what the photo shows (``seen``: words measured
-    from the listing's photo, see :mod:`vlclip.enrich.visual`)."""
+    """A short product text: type and name, then what the photo shows (``seen``: words
+    measured from the listing's photo, see :mod:`vlclip.enrich.visual`), the attributes (pass
+    ``"{}"`` to leave them out) and ``description``, in that order, so the cap trims the
+    description first."""
     expanded_title = normalise_quantity(expand_words(title, glossary), glossary)
     sentences = [f"{product_type.strip().capitalize()} ({category.strip()})"]
     sentences.append(expanded_title.strip().lower())
     sentences.append(seen)
-    attributes = attribute_sentence(parse_attributes(attributes_json), glossary)
-    if attributes:
-        sentences.append(attributes)
+    sentences.append(attribute_sentence(parse_attributes(attributes_json), glossary))
+    sentences.append(description.strip().rstrip("."))
     return clean_text(". ".join(s for s in sentences if s) + ".", max_chars)

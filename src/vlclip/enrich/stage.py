@@ -94,10 +94,11 @@ def enrich(
             as_text(row.title),
             as_text(row.product_type),
             as_text(row.category),
-            as_text(row.attributes),
+            as_text(row.attributes) if params.attributes else "{}",
             glossary,
             params.max_chars,
             seen.get(row.item_id, ""),
+            as_text(row.description) if params.description else "",
         )
         for row in items.itertuples()
     }
