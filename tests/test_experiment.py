@@ -98,3 +98,21 @@ def test_an_experiment_runs_the_whole_pipeline_without_an_activated_venv(tmp_pat
     assert yaml.safe_load((folder / "params.yaml").read_text())["ingest"]["source"][
         "num_products"] == 16
     assert not (repo / "reports" / "metrics.json").exists()  # the repository's stay untouched
+
+
+def test_a_second_experiment_runs_the_repositorys_new_code(tmp_path):
+    """A workspace left at an earlier commit moves to HEAD and keeps its dvc.lock."""
+    repo = make_workspace(tmp_path / "repo", TINY)
+    config = repo / "small.yaml"
+    config.write_text("train: {epochs: 1}\n")
+    folder = start_experiment(repo, repo / ".vlclip-runs", "small", config)
+    (folder / "dvc.lock").write_text("schema: '2.0'\nstages: {}\n")  # as a finished run left
+    (repo / "NEWS.md").write_text("new code\n")
+    run_command(["git", "add", "NEWS.md"], repo)
+    run_command(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "new"],
+                repo)
+    config.write_text("train: {epochs: 2}\n")
+    start_experiment(repo, repo / ".vlclip-runs", "small", config)
+    assert (folder / "NEWS.md").read_text() == "new code\n"
+    assert (folder / "dvc.lock").read_text() == "schema: '2.0'\nstages: {}\n"
+    assert load_params(folder / "params.yaml").train.epochs == 2

@@ -289,6 +289,33 @@ def merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+def _head(folder: Path) -> str:
+    return subprocess.run(
+        ["git", "-C", str(folder), "rev-parse", "HEAD"], check=True, capture_output=True,
+        text=True,
+    ).stdout.strip()
+
+
+def follow_head(repo: Path, workspace: Path) -> None:
+    """An experiment runs the repository's current code and pipeline: a workspace left at an
+    earlier commit moves to HEAD, keeping its ``dvc.lock`` so that stages whose code and
+    settings did not change are not run again. (DAG runs keep theirs: a retry must not change
+    code under a run.)"""
+    head, current = _head(repo), _head(workspace)
+    if head == current:
+        return
+    lock = workspace / "dvc.lock"
+    saved = lock.read_bytes() if lock.is_file() else None
+    subprocess.run(
+        ["git", "-C", str(workspace), "checkout", "--quiet", "--force", "--detach", head],
+        check=True, capture_output=True, text=True,
+    )
+    if saved is not None:
+        lock.write_bytes(saved)
+    log.info("workspace %s moved from %s to the repository's HEAD %s", workspace.name,
+             current[:8], head[:8])
+
+
 def start_experiment(repo: Path, runs: Path, name: str, config: Path) -> Path:
     """A workspace like a DAG run's whose params.yaml is the repository's with ``config``
     merged in (validated before anything runs); ``dvc repro`` there leaves the repository's
@@ -302,6 +329,7 @@ def start_experiment(repo: Path, runs: Path, name: str, config: Path) -> Path:
     parse_params(combined, f"{DEFAULT_PARAMS} with {config}")
     folder = run_folder(runs, name)
     prepare_workspace(repo, folder, {})
+    follow_head(repo, folder)
     (folder / DEFAULT_PARAMS).write_text(yaml.safe_dump(combined, sort_keys=False))
     _share_remotes(repo, folder.resolve())
     log.info("experiment %s: workspace %s with %s", name, folder, config)
