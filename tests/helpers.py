@@ -148,3 +148,19 @@ def run_dag_test(repo: Path, dag_id: str, conf: dict, env: dict[str, str]) -> di
         **json.loads(result.stdout.strip().splitlines()[-1]),
         "log": result.stdout + result.stderr,
     }
+
+
+def noise_pairs(folder: Path, count: int, size=(96, 96), products: int | None = None) -> list:
+    """Training pairs of random-noise PNGs with made-up texts: ``products`` items (default
+    one per photo), so tests can train a real model in seconds."""
+    from vlclip.train import Pair
+
+    folder.mkdir(parents=True, exist_ok=True)
+    pairs = []
+    for index in range(count):
+        product = index % (products or count)
+        pixels = np.random.default_rng(index).integers(0, 255, (*size, 3), dtype=np.uint8)
+        path = folder / f"{index}.png"
+        Image.fromarray(pixels).save(path)
+        pairs.append(Pair(path, f"product number {product}", f"sku-{product}"))
+    return pairs

@@ -8,7 +8,7 @@ import logging
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from helpers import noise_pairs
 
 from vlclip.config import ModelParams, TrainParams, parse_params
 from vlclip.embed import embed_images
@@ -23,14 +23,7 @@ LOCKS = {"lock_image": True, "lock_image_unlocked_groups": 1, "lock_text": True,
 
 
 def _pairs(folder, count: int = 8) -> list[Pair]:
-    folder.mkdir(parents=True, exist_ok=True)
-    pairs = []
-    for index in range(count):
-        pixels = np.random.default_rng(index).integers(0, 255, (80, 96, 3), dtype=np.uint8)
-        path = folder / f"{index}.png"
-        Image.fromarray(pixels).save(path)
-        pairs.append(Pair(path, f"product number {index % 4}", f"sku-{index % 4}"))
-    return pairs
+    return noise_pairs(folder, count, size=(80, 96), products=4)
 
 
 def _weights(folder) -> dict[str, torch.Tensor]:

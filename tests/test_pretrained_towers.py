@@ -13,7 +13,7 @@ import timm
 import torch
 import torch.nn.functional as F
 import yaml
-from helpers import GROCERY_STORE, copy_workspace, merge, run_command
+from helpers import GROCERY_STORE, copy_workspace, merge, noise_pairs, run_command
 from PIL import Image, ImageOps
 
 from vlclip.config import ModelParams, TrainParams
@@ -123,13 +123,7 @@ def test_the_text_tower_knows_what_words_mean(bundle):
 
 
 def _pairs(tmp_path, count: int = 8) -> list[Pair]:
-    pairs = []
-    for index in range(count):
-        pixels = np.random.default_rng(index).integers(0, 255, (96, 96, 3), dtype=np.uint8)
-        path = tmp_path / f"{index}.png"
-        Image.fromarray(pixels).save(path)
-        pairs.append(Pair(path, f"product number {index}", f"sku-{index}"))
-    return pairs
+    return noise_pairs(tmp_path, count)
 
 
 @pytest.mark.parametrize(
