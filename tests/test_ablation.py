@@ -16,6 +16,7 @@ from vlclip.ablation import (
     VARIANTS,
     interval,
     markdown_table,
+    select,
     summarise,
 )
 from vlclip.catalog.schema import Catalog, Manifest
@@ -162,3 +163,18 @@ def test_summary_of_defined_variants_uses_their_reference_and_columns():
     table = markdown_table(summary)
     assert "image_to_catalog mrr" in table and "image_to_catalog hits@5" not in table
     assert "against `frozen` (frozen: crops)" in table
+
+
+def test_a_report_can_show_some_rows_and_columns():
+    settings = parse_params(GROCERY_LIKE).ablation
+    runs = [{**_run(name, s, 0.4 + 0.1 * s), "label": f"{name} row", "images": "crops",
+             "texts": "enriched"} for name in ("frozen", "tuned") for s in range(2)]
+    summary = summarise(runs, settings)
+    table = markdown_table(select(summary, ["tuned", UNTRAINED], ["image_to_catalog.hits@5"]))
+    lines = [line for line in table.splitlines() if line.startswith("| ")]
+    assert [line.split(" | ")[0] for line in lines] == ["| variant", "| tuned row",
+                                                         "| untrained start (tuned row)"]
+    assert "image_to_catalog hits@5" in table and "mrr" not in table
+    assert "Relative change" not in table  # the reference row is not shown
+    with pytest.raises(ValueError, match="no runs for"):
+        select(summary, ["frozen_twice"])

@@ -225,6 +225,23 @@ def summarise(runs: list[dict], settings: AblationParams | None = None) -> dict[
     }
 
 
+def select(
+    summary: dict[str, Any], rows: list[str] | None = None, columns: list[str] | None = None
+) -> dict[str, Any]:
+    """The summary with only ``rows`` (in that order) and ``columns``; None keeps them all."""
+    unknown = [row for row in rows or [] if row not in summary["rows"]]
+    if unknown:
+        raise ValueError(f"--rows: no runs for {unknown}; the report has {list(summary['rows'])}")
+    picked = {**summary}
+    if rows:
+        picked["rows"] = {row: summary["rows"][row] for row in rows}
+        if summary.get("reference") not in rows:
+            picked["reference"] = None
+    if columns:
+        picked["columns"] = columns
+    return picked
+
+
 def _cell(summary: dict | None) -> str:
     if not summary:
         return "n/a"

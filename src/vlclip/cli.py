@@ -403,14 +403,30 @@ def ablation_run_command(
 
 
 @ablation_app.command("report")
-def ablation_report_command(params: ParamsOption = DEFAULT_PARAMS) -> None:
+def ablation_report_command(
+    params: ParamsOption = DEFAULT_PARAMS,
+    rows: Annotated[
+        str | None,
+        typer.Option(help="Print only these rows (comma-separated variant names; `untrained` "
+                     "for the untrained start). The files keep every row."),
+    ] = None,
+    columns: Annotated[
+        str | None,
+        typer.Option(help="Print only these task.metric columns (comma-separated)."),
+    ] = None,
+) -> None:
     """Summarise the runs: reports/ablation.md and reports/ablation.json."""
-    from vlclip.ablation import markdown_table
+    from vlclip.ablation import markdown_table, select
     from vlclip.stages import run_ablation_report
 
     settings = _params(params)
     summary = _run(lambda: run_ablation_report(settings, _layout()))
-    typer.echo(markdown_table(summary))
+    picked = _run(lambda: select(summary, _names(rows), _names(columns)))
+    typer.echo(markdown_table(picked))
+
+
+def _names(option: str | None) -> list[str] | None:
+    return [name.strip() for name in option.split(",") if name.strip()] if option else None
 
 
 @app.command("experiment")
