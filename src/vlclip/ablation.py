@@ -196,7 +196,8 @@ def summarise(runs: list[dict], settings: AblationParams | None = None) -> dict[
     if start is not None:
         group = by_variant[start]
         rows[UNTRAINED] = {
-            "label": f"untrained start ({rows[start]['label'].split(':')[-1].strip()})",
+            "label": f"untrained start, {group[0].get('model')} "
+            f"({rows[start]['label'].split(':')[-1].strip()})",
             "images": rows[start]["images"],
             "texts": rows[start]["texts"],
             "model": group[0].get("model"),
