@@ -54,11 +54,10 @@ TINY = {
 
 
 def merge(base: dict, override: dict) -> dict:
-    """``base`` with ``override``'s keys replaced, recursively (params.yaml overrides)."""
-    merged = dict(base)
-    for key, value in override.items():
-        merged[key] = merge(base.get(key, {}), value) if isinstance(value, dict) else value
-    return merged
+    """``base`` with ``override``'s keys replaced, as ``vlclip experiment`` merges configs."""
+    from vlclip.orchestration import merged
+
+    return merged(base, override)
 
 
 def command_env(**extra: str) -> dict[str, str]:
