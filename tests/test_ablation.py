@@ -172,8 +172,9 @@ def test_a_report_can_show_some_rows_and_columns():
     summary = summarise(runs, settings)
     table = markdown_table(select(summary, ["tuned", UNTRAINED], ["image_to_catalog.hits@5"]))
     lines = [line for line in table.splitlines() if line.startswith("| ")]
-    assert [line.split(" | ")[0] for line in lines] == ["| variant", "| tuned row",
-                                                         "| untrained start, vlclip-small (tuned row)"]
+    assert [line.split(" | ")[0] for line in lines] == [
+        "| variant", "| tuned row", "| untrained start, vlclip-small (tuned row)"
+    ]
     assert "image_to_catalog hits@5" in table and "mrr" not in table
     assert "Relative change" not in table  # the reference row is not shown
     with pytest.raises(ValueError, match="no runs for"):
