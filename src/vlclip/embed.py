@@ -17,8 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from vlclip.catalog.schema import Catalog
-from vlclip.features import FrozenImageLayers
-from vlclip.images import load_rgb
+from vlclip.features import FrozenImageLayers, preprocessed_batch
 from vlclip.io import atomic_dir
 from vlclip.model import ClipBundle
 
@@ -39,8 +38,7 @@ def _normalise(features: torch.Tensor) -> np.ndarray:
 
 def image_tensor(bundle: ClipBundle, paths: Sequence[Path], pool: ThreadPoolExecutor):
     """Decode and preprocess a batch of images (decoding runs in threads)."""
-    images = pool.map(lambda path: bundle.preprocess_eval(load_rgb(path)), paths)
-    return torch.stack(list(images))
+    return preprocessed_batch(bundle.preprocess_eval, paths, pool)
 
 
 @torch.inference_mode()

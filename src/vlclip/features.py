@@ -37,6 +37,11 @@ CHECK_TOLERANCE = 1e-4
 """Largest difference (relative to the output's scale) the chain may show against the tower."""
 
 
+def preprocessed_batch(preprocess, paths: Sequence[Path], pool: ThreadPoolExecutor) -> torch.Tensor:
+    """Decode and preprocess a batch of images (decoding runs in ``pool``'s threads)."""
+    return torch.stack(list(pool.map(lambda path: preprocess(load_rgb(path)), paths)))
+
+
 def keep_frozen_norms_still(model: torch.nn.Module) -> None:
     """Batch norms whose weights are frozen also keep their running statistics: eval mode."""
     for module in model.modules():
@@ -182,9 +187,7 @@ class FrozenImageLayers:
                 range(0, len(missing), batch_size), desc="frozen image features", disable=None
             ):
                 batch = missing[start : start + batch_size]
-                pixels = torch.stack(
-                    list(pool.map(lambda pair: self.preprocess(load_rgb(pair[0])), batch))
-                )
+                pixels = preprocessed_batch(self.preprocess, [path for path, _ in batch], pool)
                 features = _run(self.frozen, pixels.to(self.device)).float().cpu()
                 for (path, stored), feature in zip(batch, features, strict=True):
                     temp = stored.with_name(f".{stored.name}.partial")

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from vlclip.catalog.schema import Catalog
 from vlclip.config import ModelParams, TrainParams
 from vlclip.embed import CatalogViews
-from vlclip.features import FrozenImageLayers, keep_frozen_norms_still
+from vlclip.features import FrozenImageLayers, keep_frozen_norms_still, preprocessed_batch
 from vlclip.images import load_rgb
 from vlclip.io import atomic_dir, stable_hash
 from vlclip.model import (
@@ -130,8 +130,7 @@ def _global_rng_restored() -> Iterator[None]:
 
 
 def _eval_pixels(bundle: ClipBundle, pairs: list[Pair], pool: ThreadPoolExecutor) -> torch.Tensor:
-    images = pool.map(lambda pair: bundle.preprocess_eval(load_rgb(pair.image)), pairs)
-    return torch.stack(list(images))
+    return preprocessed_batch(bundle.preprocess_eval, [pair.image for pair in pairs], pool)
 
 
 def _train_pixels(
